@@ -1,0 +1,160 @@
+"""The Backend ABC: one method per hosted operation, one name through every layer.
+
+Every method returns the hosted ``data`` payload as a dict with the hosted keys (see models.py),
+or raises an error of localsb.api.errors. Methods that stream (run, execute, fs reads and writes,
+job logs) take binary file objects. ``org_id`` scopes the call the way ``?orgId=`` does on the wire.
+
+Implementations: ``localsb.engine.Engine`` (in-process), ``localsb.backends.cloud.CloudBackend``
+(HTTP client of the hosted API, e.g. mockcloud).
+"""
+from __future__ import annotations
+
+import abc
+from typing import BinaryIO
+
+from .models import CreateSpec
+
+
+class Backend(abc.ABC):
+    name = "abstract"
+
+    # sandboxes -----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def sandbox_create(self, spec: CreateSpec) -> dict:
+        """POST /sandbox (interactive). -> {sandboxId, status, url?, ...stream urls}"""
+
+    @abc.abstractmethod
+    def sandbox_run(self, spec: CreateSpec, stdin: BinaryIO | None, stdout: BinaryIO | None,
+                    stderr: BinaryIO | None) -> dict:
+        """One-shot: create, run spec.command streaming to stdout/stderr, destroy.
+        -> {sandboxId, exitCode, durationMs} (exitCode is 124 on timeout)."""
+
+    @abc.abstractmethod
+    def sandbox_execute(self, sandbox_id: str, command: list[str], *, timeout: str | None = None,
+                        timestamps: bool = False, stdout: BinaryIO | None = None,
+                        stderr: BinaryIO | None = None, org_id: str | None = None) -> dict:
+        """POST /sandbox/{id}/execute and wait. -> ExecutionInfo + autoResumed?"""
+
+    @abc.abstractmethod
+    def sandbox_list(self, *, org_id=None, project_id=None, name=None, mode=None, status=None,
+                     snapshot_id=None, limit=50, offset=0, sort="created", direction="desc") -> dict:
+        """-> {sandboxes: [SandboxSummary], total} (SandboxSummary keys as GET /cli/sandbox)."""
+
+    @abc.abstractmethod
+    def sandbox_get(self, sandbox_id: str, *, org_id=None, include_deleted=False) -> dict:
+        """-> SandboxInfo (reference §3.1)."""
+
+    @abc.abstractmethod
+    def sandbox_destroy(self, sandbox_id: str, *, org_id=None) -> None:
+        """DELETE /sandbox/{id}."""
+
+    @abc.abstractmethod
+    def sandbox_pause(self, sandbox_id: str, *, org_id=None) -> dict:
+        """-> {sandboxId, status, terminatesAt?}"""
+
+    @abc.abstractmethod
+    def sandbox_resume(self, sandbox_id: str, *, org_id=None) -> dict:
+        """-> {sandboxId, status}"""
+
+    @abc.abstractmethod
+    def sandbox_env(self, sandbox_id: str, set_vars: dict, delete: list, *, org_id=None) -> dict:
+        """PATCH /sandbox/env/{id}. -> {env}"""
+
+    # executions ----------------------------------------------------------------------------------
+    def execution_list(self, sandbox_id: str, *, limit=50, org_id=None) -> dict:
+        raise NotImplementedError
+
+    def execution_get(self, execution_id: str, *, wait: str | None = None, org_id=None) -> dict:
+        raise NotImplementedError
+
+    def execution_output(self, execution_id: str, stream: str, out: BinaryIO, *, org_id=None) -> None:
+        raise NotImplementedError
+
+    # jobs ----------------------------------------------------------------------------------------
+    def job_create(self, sandbox_id: str, command: list[str], *, org_id=None) -> dict:
+        raise NotImplementedError
+
+    def job_list(self, sandbox_id: str, *, limit=20, org_id=None) -> dict:
+        raise NotImplementedError
+
+    def job_get(self, sandbox_id: str, job_id: str, *, org_id=None) -> dict:
+        raise NotImplementedError
+
+    def job_destroy(self, sandbox_id: str, job_id: str, *, force=False, org_id=None) -> dict:
+        raise NotImplementedError
+
+    def job_logs(self, sandbox_id: str, job_id: str, out: BinaryIO, *, stream="stdout",
+                 follow=False, org_id=None) -> dict:
+        raise NotImplementedError
+
+    # events, stats, runtimes ---------------------------------------------------------------------
+    def events_list(self, sandbox_id: str, *, limit=50, direction="asc", org_id=None) -> dict:
+        raise NotImplementedError
+
+    def stats(self, *, org_id=None, start=None, end=None) -> dict:
+        raise NotImplementedError
+
+    def runtime_list(self, *, limit=50, offset=0, sort="created", direction="desc", org_id=None) -> dict:
+        raise NotImplementedError
+
+    # checkpoints ---------------------------------------------------------------------------------
+    def checkpoint_create(self, sandbox_id: str, name: str, *, org_id=None) -> dict:
+        raise NotImplementedError
+
+    def checkpoint_list(self, sandbox_id: str, *, org_id=None) -> dict:
+        raise NotImplementedError
+
+    def checkpoint_restore(self, sandbox_id: str, ref: str, *, org_id=None) -> dict:
+        raise NotImplementedError
+
+    def checkpoint_delete(self, sandbox_id: str, ref: str, *, org_id=None) -> None:
+        raise NotImplementedError
+
+    # snapshots -----------------------------------------------------------------------------------
+    def snapshot_create(self, sandbox_id: str, *, name=None, description=None, tag=None,
+                        public=False, org_id=None) -> dict:
+        raise NotImplementedError
+
+    def snapshot_list(self, *, sandbox_id=None, limit=50, offset=0, sort="created",
+                      direction="desc", org_id=None) -> dict:
+        raise NotImplementedError
+
+    def snapshot_get(self, snapshot_id: str, *, org_id=None) -> dict:
+        raise NotImplementedError
+
+    def snapshot_tag(self, snapshot_id: str, tag: str | None, *, org_id=None) -> dict:
+        raise NotImplementedError
+
+    def snapshot_delete(self, snapshot_id: str, *, org_id=None) -> None:
+        raise NotImplementedError
+
+    def snapshot_build(self, build, *, org_id=None) -> dict:
+        raise NotImplementedError
+
+    # files ---------------------------------------------------------------------------------------
+    def fs_write(self, sandbox_id: str, files: list, *, org_id=None) -> dict:
+        raise NotImplementedError
+
+    def fs_read(self, sandbox_id: str, path: str, out: BinaryIO, *, org_id=None) -> int:
+        raise NotImplementedError
+
+    def fs_list(self, sandbox_id: str, path: str = ".", *, org_id=None) -> dict:
+        raise NotImplementedError
+
+    def fs_mkdir(self, sandbox_id: str, path: str, *, recursive=False, org_id=None) -> None:
+        raise NotImplementedError
+
+    def fs_rm(self, sandbox_id: str, path: str, *, org_id=None) -> bool:
+        raise NotImplementedError
+
+    def fs_rmdir(self, sandbox_id: str, path: str, *, recursive=False, org_id=None) -> bool:
+        raise NotImplementedError
+
+    def fs_download(self, sandbox_id: str, path: str, fmt: str, out: BinaryIO, *, org_id=None) -> int:
+        raise NotImplementedError
+
+    def fs_upload(self, sandbox_id: str, path: str, fmt: str, src: BinaryIO, *, org_id=None) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,533 @@
+"""The per-sandbox supervisor: one host-side process per live interactive sandbox.
+
+It is the parent of the sandbox's init (through the keeper), and owns what must outlive a CLI
+call: the running execution (one at a time: a second gets SandboxBusy), background jobs, output
+files, the idle and paused timers. Clients talk to it over a unix socket in the state directory:
+one JSON line per request, with the client's stdout/stderr passed as file descriptors
+(SCM_RIGHTS) so that output goes straight to the client's terminal while it is recorded.
+
+It is forked from the creating process (a CLI call or mockcloud), never started as a new
+interpreter, so that ``create`` stays in the tens of milliseconds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+
+from localsb.api import errors as E
+from localsb.api.models import new_id
+from localsb.api.units import parse_duration
+
+from .output import mark_done, out_paths, pump
+from .store import dumps, loads
+
+GRACE_TERM = 5.0  # seconds between SIGTERM and SIGKILL for job destroy
+
+
+# client side ------------------------------------------------------------------------------------
+def call(sock_path: str, msg: dict, fds=(), timeout=None) -> dict:
+    """Send one request and wait for its answer; raise the error the supervisor reported."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            s.connect(sock_path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise E.SandboxTerminated(os.path.basename(sock_path)[:-5], "failed") from None
+        if timeout:
+            s.settimeout(timeout)
+        data = (json.dumps(msg) + "\n").encode()
+        if fds:
+            socket.send_fds(s, [data], list(fds))
+        else:
+            s.sendall(data)
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                raise E.HostError("the sandbox supervisor closed the connection without answering")
+            buf += chunk
+    finally:
+        s.close()
+    reply = json.loads(buf)
+    if reply.get("ok"):
+        return reply.get("result") or {}
+    raise E.from_code(reply.get("code"), reply.get("message") or "supervisor error")
+
+
+def launch(engine, sandbox_id: str, root: str, cg) -> tuple[int, int]:
+    """Fork the supervisor (double fork, new session) and wait until the sandbox's init is up.
+    Returns (supervisor pid, init pid)."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            _supervisor_main(engine.state_dir, sandbox_id, root, cg.to_dict(), w)
+        except BaseException:  # noqa: BLE001
+            try:
+                os.write(w, b"ERR " + traceback.format_exc().encode()[-2000:].replace(b"\n", b" | ") + b"\n")
+            finally:
+                os._exit(1)
+        os._exit(0)
+    os.close(w)
+    try:
+        os.waitpid(pid, 0)
+        buf = b""
+        while True:
+            chunk = os.read(r, 4096)
+            if not chunk:
+                break
+            buf += chunk
+    finally:
+        os.close(r)
+    line = buf.decode(errors="replace").strip()
+    if line.startswith("OK "):
+        _, sup, init = line.split()
+        return int(sup), int(init)
+    raise E.HostError(f"sandbox supervisor failed to start: {line[4:] or 'no answer'}")
+
+
+# supervisor side --------------------------------------------------------------------------------
+def _supervisor_main(state_dir, sandbox_id, root, cg_dict, report_fd):
+    devnull = os.open("/dev/null", os.O_RDWR)
+    log_path = os.path.join(state_dir, "logs", sandbox_id + ".log")
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(devnull, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    # Close everything inherited (a server's listening socket, the creator's database handle...).
+    for fd in _open_fds():
+        if fd > 2 and fd != report_fd:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    sys.stdout = os.fdopen(1, "w", buffering=1)
+    sys.stderr = os.fdopen(2, "w", buffering=1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    sup = Supervisor(state_dir, sandbox_id, root, cg_dict)
+    sup.start(report_fd)
+    sup.serve()
+    os._exit(0)
+
+
+def _open_fds():
+    try:
+        return [int(x) for x in os.listdir("/proc/self/fd")]
+    except OSError:
+        return list(range(3, 1024))
+
+
+class Supervisor:
+    def __init__(self, state_dir, sandbox_id, root, cg_dict):
+        from localsb.engine.engine import Engine
+        from localsb.linux.cgroups import SandboxCgroup
+        self.engine = Engine(state_dir, repair=False)
+        self.store = self.engine.store
+        self.sandbox_id = sandbox_id
+        self.root = root
+        self.cg = SandboxCgroup.from_dict(cg_dict)
+        self.lock = threading.Lock()
+        self.current = None          # execution id running now
+        self.jobs = {}               # job id -> dict(waiter, cg)
+        self.stopping = False
+        self.sock = None
+        self.started = None
+        self.pidfd = None
+        self.seq = 0
+
+    # lifecycle -----------------------------------------------------------------------------------
+    def start(self, report_fd):
+        from localsb.linux import spawn
+        spawn.set_subreaper()
+        row = self.store.one("SELECT * FROM sandboxes WHERE id=?", self.sandbox_id)
+        self.org_id = row["org_id"]
+        self.spec = loads(row["spec"], {})
+        self.seq = row["executions"]
+        try:
+            self.started = spawn.start(spawn.RootSpec(self.root, self.sandbox_id.replace("_", "-")),
+                                       self.cg.procs_files())
+            os.close(self.started.status_fd)
+            self.pidfd = os.pidfd_open(self.started.init_pid)
+            path = self.engine.sock_path(self.sandbox_id)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.bind(path)
+            os.chmod(path, 0o600)
+            self.sock.listen(64)
+        except BaseException as e:  # noqa: BLE001
+            os.write(report_fd, f"ERR {e}\n".encode())
+            os._exit(1)
+        os.write(report_fd, f"OK {os.getpid()} {self.started.init_pid}\n".encode())
+        os.close(report_fd)
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def serve(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                if self.stopping:
+                    break
+                continue
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _watch(self):
+        """Init death, idle timeout, paused timeout: checked every 200 ms."""
+        idle = parse_duration(self.spec["idle_timeout"]) if self.spec.get("idle_timeout") else None
+        paused = parse_duration(self.spec["paused_timeout"]) if self.spec.get("paused_timeout") else None
+        while not self.stopping:
+            time.sleep(0.2)
+            try:
+                pid, status = os.waitpid(self.started.keeper_pid, os.WNOHANG)
+            except ChildProcessError:
+                pid = self.started.keeper_pid
+            if pid:
+                self._shutdown("failed", reason="init exited", error="the sandbox's init process exited")
+                return
+            row = self.store.one("SELECT status, last_activity, paused_at FROM sandboxes WHERE id=?", self.sandbox_id)
+            if row is None or row["status"] in ("deleted", "terminated", "failed", "stopping"):
+                continue
+            now = self.engine.clock.now()
+            busy = self.current is not None or any(j.get("running") for j in self.jobs.values())
+            if idle and row["status"] == "idle" and not busy and now - row["last_activity"] >= idle:
+                self._shutdown("terminated", reason="idle timeout")
+                return
+            if paused and row["status"] in ("suspended", "paused") and row["paused_at"] and \
+                    now - row["paused_at"] >= paused:
+                self._shutdown("terminated", reason="paused timeout")
+                return
+
+    def _shutdown(self, final, reason, error=None):
+        with self.lock:
+            if self.stopping:
+                return
+            self.stopping = True
+        self.store.run("UPDATE sandboxes SET status='stopping' WHERE id=? AND status NOT IN ('deleted')",
+                       self.sandbox_id)
+        self.engine._teardown(self.sandbox_id, final=final, reason=reason, error=error)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        os._exit(0)
+
+    # requests ------------------------------------------------------------------------------------
+    def _handle(self, conn):
+        try:
+            data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 4)
+            while not data.endswith(b"\n"):
+                more = conn.recv(1 << 20)
+                if not more:
+                    break
+                data += more
+            msg = json.loads(data)
+            op = msg.get("op")
+            handler = getattr(self, "op_" + str(op), None)
+            if handler is None:
+                raise E.ValidationError(f"unknown supervisor operation {op!r}")
+            result = handler(msg, fds)
+            reply = {"ok": True, "result": result}
+        except E.LocalsbError as e:
+            reply = {"ok": False, "code": e.code, "message": e.message}
+            fds = locals().get("fds") or []
+        except Exception as e:  # noqa: BLE001
+            traceback.print_exc()
+            reply = {"ok": False, "code": "HOST_ERROR", "message": f"supervisor error: {e}"}
+            fds = locals().get("fds") or []
+        finally:
+            pass
+        for fd in fds or []:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            conn.sendall((json.dumps(reply) + "\n").encode())
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        if reply.get("ok") and msg.get("op") == "destroy":
+            os._exit(0)
+
+    def op_ping(self, msg, fds):
+        return {"pid": os.getpid()}
+
+    def op_destroy(self, msg, fds):
+        with self.lock:
+            self.stopping = True
+        self.engine._teardown(self.sandbox_id, final="terminated", reason=msg.get("reason") or "deleted")
+        return {}
+
+    def _reserve(self):
+        with self.lock:
+            if self.stopping:
+                raise E.SandboxTerminated(self.sandbox_id, "stopping")
+            if self.current is not None:
+                raise E.SandboxBusy(self.sandbox_id)
+            exec_id = new_id("execution")
+            self.current = exec_id
+            self.seq += 1
+            return exec_id, self.seq
+
+    def op_exec(self, msg, fds):
+        exec_id, seq = self._reserve()
+        want = msg.get("fds") or [False, False]
+        it = iter(fds)
+        out_fd = next(it) if want[0] else None
+        err_fd = next(it) if len(want) > 1 and want[1] else None
+        return self._run_exec(exec_id, seq, msg, out_fd, err_fd, None)
+
+    def op_exec_start(self, msg, fds):
+        exec_id, seq = self._reserve()
+        stdin = msg.get("stdin")
+        t0 = time.time()
+        self._record_start(exec_id, seq, msg["command"], t0)
+        threading.Thread(target=self._run_exec, args=(exec_id, seq, msg, None, None,
+                                                     stdin.encode("latin-1") if stdin else None, t0),
+                         daemon=True).start()
+        return {"executionId": exec_id, "sandboxId": self.sandbox_id, "status": "running",
+                "command": msg["command"], "type": "exec"}
+
+    def _record_start(self, exec_id, seq, command, t0):
+        with self.store.tx() as c:
+            c.execute("INSERT INTO executions (id,sandbox_id,org_id,type,status,command,started_at,created_at,seq) "
+                      "VALUES (?,?,?,?,?,?,?,?,?)", (exec_id, self.sandbox_id, self.org_id, "exec", "running",
+                                                    dumps(command), t0, t0, seq))
+            c.execute("UPDATE sandboxes SET status=CASE WHEN status='idle' THEN 'running' ELSE status END, "
+                      "executions=executions+1, updated_at=?, last_activity=? WHERE id=?",
+                      (t0, self.engine.clock.now(), self.sandbox_id))
+
+    def _run_exec(self, exec_id, seq, msg, out_fd, err_fd, stdin_data, t0=None):
+        from localsb.linux import spawn
+        from localsb.engine import render
+        command = msg["command"]
+        destroy_after = bool(msg.get("destroy_after"))
+        try:
+            if t0 is None:
+                t0 = time.time()
+                self._record_start(exec_id, seq, command, t0)
+            env = self.engine._command_env(self.sandbox_id, loads(self.store.one(
+                "SELECT env FROM sandboxes WHERE id=?", self.sandbox_id)["env"], {}))
+            timeout = parse_duration(msg["timeout"]) if msg.get("timeout") else \
+                (parse_duration(self.spec["execution_timeout"]) if self.spec.get("execution_timeout") else None)
+            child_cg = self.engine.cgroups.create_child(self.cg, f"exec-{seq}")
+            so, se, done = out_paths(self.engine.out_dir(), exec_id)
+            o_r, o_w = os.pipe2(os.O_CLOEXEC)
+            e_r, e_w = os.pipe2(os.O_CLOEXEC)
+            in_r = None
+            if stdin_data:
+                in_r, in_w = os.pipe2(os.O_CLOEXEC)
+                threading.Thread(target=_feed, args=(in_w, stdin_data), daemon=True).start()
+            waiter = spawn.enter(self.pidfd, child_cg.procs_files(),
+                                 spawn.ProcSpec(list(command), env=env, cwd="/home/agentuity", stdin=in_r,
+                                                stdout=o_w, stderr=e_w))
+            for fd in (o_w, e_w, in_r):
+                if fd is not None:
+                    os.close(fd)
+            state = {"status": None, "timed_out": False}
+            deadline = time.monotonic() + timeout if timeout else None
+
+            def check_deadline():
+                if deadline and not state["timed_out"] and time.monotonic() >= deadline:
+                    state["timed_out"] = True
+                    self.engine.cgroups.kill(child_cg)
+
+            def exited():
+                if state["status"] is None:
+                    try:
+                        pid, st = os.waitpid(waiter, os.WNOHANG)
+                    except ChildProcessError:
+                        pid, st = waiter, None
+                    if pid:
+                        state["status"] = st if st is not None else 9
+                return state["status"] is not None
+
+            res = pump([(o_r, so, out_fd, bool(msg.get("timestamps"))),
+                        (e_r, se, err_fd, bool(msg.get("timestamps")))],
+                       deadline_cb=check_deadline, done_cb=exited)
+            while not exited():
+                check_deadline()
+                time.sleep(0.005)
+            code = spawn.status_to_exit_code(state["status"])
+            oom = self._oom_delta()
+            if state["timed_out"]:
+                status, code, error = "timeout", 124, f"execution timed out after {msg.get('timeout') or self.spec.get('execution_timeout')}"
+            elif oom and code == 137:
+                status, error = "failed", f"killed: out of memory (memory limit {self.spec.get('memory')})"
+            elif code == 0:
+                status, error = "completed", None
+            else:
+                status, error = "failed", None
+            t1 = time.time()
+            with self.store.tx() as c:
+                c.execute("UPDATE executions SET status=?, exit_code=?, error=?, completed_at=?, duration_ms=?, "
+                          "output_truncated=? WHERE id=?", (status, code, error, t1, int((t1 - t0) * 1000),
+                                                           int(res["truncated"]), exec_id))
+                c.execute("UPDATE sandboxes SET status=CASE WHEN status='running' THEN 'idle' ELSE status END, "
+                          "updated_at=?, last_activity=?, exit_code=? WHERE id=?",
+                          (t1, self.engine.clock.now(), code, self.sandbox_id))
+            mark_done(done)
+            try:
+                self.engine.cgroups.remove(child_cg)
+            except Exception:
+                pass
+            info = render.execution_info(self.store.one("SELECT * FROM executions WHERE id=?", exec_id))
+        except BaseException:
+            self.store.run("UPDATE executions SET status='failed', error=?, completed_at=? WHERE id=? AND "
+                           "status IN ('queued','running')", "could not start the command", time.time(), exec_id)
+            self.store.run("UPDATE sandboxes SET status=CASE WHEN status='running' THEN 'idle' ELSE status END "
+                           "WHERE id=?", self.sandbox_id)
+            mark_done(out_paths(self.engine.out_dir(), exec_id)[2])
+            raise
+        finally:
+            for fd in (out_fd, err_fd):
+                if fd is not None:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            with self.lock:
+                self.current = None
+        if destroy_after:
+            reason = "completed"
+            if info.get("status") == "timeout":
+                reason = "timeout"
+            elif "out of memory" in (info.get("error") or ""):
+                reason = "oom"
+            threading.Thread(target=self._finish_oneshot, args=(info, reason), daemon=True).start()
+        return info
+
+    def _finish_oneshot(self, info, reason):
+        with self.lock:
+            if self.stopping:
+                return
+            self.stopping = True
+        self.engine._teardown(self.sandbox_id, final="terminated", exit_code=info.get("exitCode"),
+                              reason=reason, error=info.get("error"))
+        os._exit(0)
+
+    _oom_seen = 0
+
+    def _oom_delta(self) -> int:
+        try:
+            n = int(self.engine.cgroups.stats(self.cg).get("oom_kills") or 0)
+        except Exception:
+            return 0
+        delta = n - self._oom_seen
+        self._oom_seen = n
+        return delta
+
+    # jobs ----------------------------------------------------------------------------------------
+    def op_job_create(self, msg, fds):
+        from localsb.linux import spawn
+        command = msg["command"]
+        job_id = new_id("job")
+        t0 = time.time()
+        with self.store.tx() as c:
+            seq = c.execute("SELECT COUNT(*) FROM jobs WHERE sandbox_id=?", (self.sandbox_id,)).fetchone()[0] + 1
+            c.execute("INSERT INTO jobs (id,sandbox_id,org_id,command,status,started_at,created_at,seq) VALUES "
+                      "(?,?,?,?,?,?,?,?)", (job_id, self.sandbox_id, self.org_id, dumps(command), "running", t0, t0, seq))
+            c.execute("UPDATE sandboxes SET last_activity=? WHERE id=?", (self.engine.clock.now(), self.sandbox_id))
+        env = self.engine._command_env(self.sandbox_id, loads(self.store.one(
+            "SELECT env FROM sandboxes WHERE id=?", self.sandbox_id)["env"], {}))
+        child_cg = self.engine.cgroups.create_child(self.cg, f"job-{job_id}")
+        so, se, done = out_paths(self.engine.out_dir(), job_id)
+        o_r, o_w = os.pipe2(os.O_CLOEXEC)
+        e_r, e_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            waiter = spawn.enter(self.pidfd, child_cg.procs_files(),
+                                 spawn.ProcSpec(list(command), env=env, cwd="/home/agentuity", stdout=o_w, stderr=e_w))
+        except BaseException:
+            self.store.run("UPDATE jobs SET status='failed', error='could not start', completed_at=? WHERE id=?",
+                           time.time(), job_id)
+            mark_done(done)
+            raise
+        finally:
+            os.close(o_w)
+            os.close(e_w)
+        job = {"waiter": waiter, "cg": child_cg, "running": True, "cancelled": False, "status": None}
+        self.jobs[job_id] = job
+        threading.Thread(target=self._job_wait, args=(job_id, job, o_r, e_r, so, se, done), daemon=True).start()
+        from localsb.engine import render
+        return render.job_info(self.store.one("SELECT * FROM jobs WHERE id=?", job_id))
+
+    def _job_wait(self, job_id, job, o_r, e_r, so, se, done):
+        def exited():
+            if job["status"] is None:
+                try:
+                    pid, st = os.waitpid(job["waiter"], os.WNOHANG)
+                except ChildProcessError:
+                    pid, st = job["waiter"], 9
+                if pid:
+                    job["status"] = st
+            return job["status"] is not None
+        pump([(o_r, so, None, False), (e_r, se, None, False)], done_cb=exited)
+        while not exited():
+            time.sleep(0.01)
+        from localsb.linux import spawn
+        code = spawn.status_to_exit_code(job["status"])
+        if job["cancelled"]:
+            status = "cancelled"
+        else:
+            status = "completed" if code == 0 else "failed"
+        t1 = time.time()
+        self.store.run("UPDATE jobs SET status=?, exit_code=?, completed_at=? WHERE id=?", status, code, t1, job_id)
+        self.store.run("UPDATE sandboxes SET last_activity=? WHERE id=?", self.engine.clock.now(), self.sandbox_id)
+        mark_done(done)
+        job["running"] = False
+        try:
+            self.engine.cgroups.remove(job["cg"])
+        except Exception:
+            pass
+
+    def op_job_destroy(self, msg, fds):
+        job_id = msg["job_id"]
+        job = self.jobs.get(job_id)
+        from localsb.engine import render
+        row = self.store.one("SELECT * FROM jobs WHERE id=? AND sandbox_id=?", job_id, self.sandbox_id)
+        if row is None:
+            raise E.JobNotFound(job_id)
+        if job is None or not job["running"]:
+            return render.job_info(row)
+        job["cancelled"] = True
+        if not msg.get("force"):
+            for pid in self.engine.cgroups.pids(job["cg"]):
+                if pid != job["waiter"]:
+                    try:
+                        os.kill(pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+            deadline = time.monotonic() + float(msg.get("grace") or GRACE_TERM)
+            while job["running"] and time.monotonic() < deadline:
+                time.sleep(0.02)
+        if job["running"]:
+            self.engine.cgroups.kill(job["cg"])
+        deadline = time.monotonic() + 5
+        while job["running"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return render.job_info(self.store.one("SELECT * FROM jobs WHERE id=?", job_id))
+
+
+def _feed(fd, data):
+    try:
+        os.write(fd, data)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

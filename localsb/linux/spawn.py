@@ -1,0 +1,396 @@
+"""Start processes in new namespaces, and enter them.
+
+``start`` forks a keeper that joins the sandbox's cgroups, unshare(2)s the mount, pid, net, uts,
+ipc and cgroup namespaces and forks the sandbox's PID 1, which builds the root (private mounts,
+bind of the root, fresh /proc, a minimal /dev, tmpfs /tmp, read-only /sys), pivot_root(2)s into it,
+brings up loopback and then either reaps orphans forever (an interactive sandbox's init) or runs
+one command and exits with its status (a one-shot sandbox). ``enter`` forks a waiter that joins
+the cgroups, setns(2)s into all of the init's namespaces at once through a pidfd and forks the
+command inside them.
+
+No Python interpreter is started: every process here is a fork of the caller. Everything a child
+needs is imported before fork, because the host's stdlib is invisible after pivot_root.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+
+from . import security, syscalls as sc
+
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass
+class RootSpec:
+    root: str                 # host path of the directory that becomes '/'
+    hostname: str
+    tmp_size: str = "1g"
+    readonly_paths: tuple = ()  # paths inside the root to bind read-only
+
+
+@dataclass
+class ProcSpec:
+    argv: list
+    env: dict = field(default_factory=dict)
+    cwd: str = "/"
+    stdin: int | None = None   # fds in the caller; None -> /dev/null
+    stdout: int | None = None
+    stderr: int | None = None
+    harden: bool = True
+
+
+@dataclass
+class Started:
+    keeper_pid: int      # the caller's direct child; exits with the sandbox's PID 1
+    init_pid: int        # host pid of the sandbox's PID 1
+    status_fd: int       # one-shot: read_exit_status() from it
+
+
+def _write(fd: int, data: bytes) -> None:
+    try:
+        os.write(fd, data)
+    except OSError:
+        pass
+
+
+def _read_lines(fd: int, timeout: float = 10.0):
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        if b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            yield line
+            continue
+        import select
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("sandbox init did not report")
+        r, _, _ = select.select([fd], [], [], remaining)
+        if not r:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            if buf:
+                yield buf
+            return
+        buf += chunk
+
+
+def _join_cgroups(procs_files) -> None:
+    pid = str(os.getpid()).encode()
+    for path in procs_files:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, pid)
+        finally:
+            os.close(fd)
+
+
+def _lo_up() -> None:
+    """SIOCSIFFLAGS on 'lo' with IFF_UP|IFF_RUNNING: a new netns starts with loopback down."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        ifreq = struct.pack("16sH14s", b"lo", 0x1 | 0x40, b"\0" * 14)
+        fcntl.ioctl(s.fileno(), 0x8914, ifreq)  # SIOCSIFFLAGS
+    finally:
+        s.close()
+
+
+def _touch(path: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.close(fd)
+
+
+def _build_root(spec: RootSpec) -> None:
+    """mount(2) and pivot_root(2): runs as the new PID 1 inside fresh namespaces."""
+    root = spec.root
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    sc.mount(root, root, None, sc.MS_BIND | sc.MS_REC)
+    for ro in spec.readonly_paths:
+        p = root + ro
+        sc.mount(p, p, None, sc.MS_BIND | sc.MS_REC)
+        sc.mount(None, p, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY)
+    for d in ("proc", "dev", "tmp", "sys"):
+        os.makedirs(f"{root}/{d}", exist_ok=True)
+    sc.mount("proc", f"{root}/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    dev = f"{root}/dev"
+    sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "mode=755,size=64k")
+    for node in DEV_NODES:
+        _touch(f"{dev}/{node}")
+        sc.mount(f"/dev/{node}", f"{dev}/{node}", None, sc.MS_BIND)
+    os.mkdir(f"{dev}/pts")
+    sc.mount("devpts", f"{dev}/pts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
+             "newinstance,ptmxmode=0666,mode=620")
+    os.symlink("pts/ptmx", f"{dev}/ptmx")
+    os.mkdir(f"{dev}/shm")
+    sc.mount("tmpfs", f"{dev}/shm", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777,size=64m")
+    os.symlink("/proc/self/fd", f"{dev}/fd")
+    for i, name in enumerate(("stdin", "stdout", "stderr")):
+        os.symlink(f"/proc/self/fd/{i}", f"{dev}/{name}")
+    sc.mount("tmpfs", f"{root}/tmp", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"mode=1777,size={spec.tmp_size}")
+    sc.mount("sysfs", f"{root}/sys", "sysfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    os.chdir(root)
+    sc.pivot_root(".", ".")
+    sc.umount(".", sc.MNT_DETACH)
+    os.chdir("/")
+    socket.sethostname(spec.hostname)
+    _lo_up()
+
+
+def _exec_child(proc: ProcSpec) -> None:
+    """In the final child: wire stdio, reset signals, harden, execve. Never returns."""
+    try:
+        devnull = None
+        fds = []
+        for want, fd in ((0, proc.stdin), (1, proc.stdout), (2, proc.stderr)):
+            if fd is None:
+                if devnull is None:
+                    devnull = os.open("/dev/null", os.O_RDWR)
+                fd = devnull
+            fds.append(fd)
+        # dup to high numbers first so that dup2 onto 0..2 cannot clobber a source
+        high = [os.dup(fd) for fd in fds]
+        for i, fd in enumerate(high):
+            os.dup2(fd, i)
+        os.closerange(3, 65536)
+        for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP,
+                    signal.SIGQUIT, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.setsid()
+        try:
+            os.chdir(proc.cwd)
+        except OSError:
+            os.chdir("/")
+        if proc.harden:
+            security.harden()
+        env = {k: v for k, v in proc.env.items()}
+        argv0 = proc.argv[0]
+        try:
+            if "/" in argv0:
+                os.execve(argv0, proc.argv, env)
+            else:
+                os.execvpe(argv0, proc.argv, env)
+        except FileNotFoundError:
+            os.write(2, f"{argv0}: command not found\n".encode())
+            os._exit(127)
+        except PermissionError:
+            os.write(2, f"{argv0}: permission denied\n".encode())
+            os._exit(126)
+        except OSError as e:
+            os.write(2, f"{argv0}: {e.strerror}\n".encode())
+            os._exit(126)
+    except BaseException as e:  # noqa: BLE001 - must never return into the caller's code
+        try:
+            os.write(2, f"localsb: cannot start command: {e}\n".encode())
+        finally:
+            os._exit(127)
+    os._exit(127)
+
+
+def _init_main(spec: RootSpec, report_fd: int, proc: ProcSpec | None) -> None:
+    """PID 1 of the sandbox. Never returns."""
+    code = 1
+    try:
+        _build_root(spec)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT})
+        main_pid = None
+        if proc is not None:
+            main_pid = os.fork()
+            if main_pid == 0:
+                os.close(report_fd)
+                _exec_child(proc)
+        _write(report_fd, b"R\n")
+        keep = {report_fd} if proc is not None else set()
+        for fd in _open_fds():
+            if fd not in keep:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                if main_pid is None:
+                    sig = signal.sigwait({signal.SIGCHLD, signal.SIGTERM, signal.SIGINT})
+                    if sig != signal.SIGCHLD:
+                        os._exit(0)
+                    continue
+                os._exit(code)
+            except InterruptedError:
+                continue
+            if main_pid is not None and pid == main_pid:
+                _write(report_fd, b"X%d\n" % status)
+                # Leaving PID 1 makes the kernel kill every other process of the namespace.
+                os._exit(0)
+    except BaseException as e:  # noqa: BLE001
+        _write(report_fd, b"E" + str(e).encode(errors="replace").replace(b"\n", b" ") + b"\n")
+        os._exit(code)
+
+
+def _open_fds():
+    try:
+        return [int(x) for x in os.listdir("/proc/self/fd")]
+    except OSError:
+        return list(range(3, 1024))
+
+
+def start(spec: RootSpec, cgroup_procs: list, proc: ProcSpec | None = None,
+          timeout: float = 10.0) -> Started:
+    """Fork the keeper and the sandbox's PID 1; return once the root is built.
+
+    With ``proc``, PID 1 runs that one command and reports its wait status (read_exit_status).
+    Raises HostError-worthy OSError with the child's message if the root cannot be built.
+    """
+    security.prepare()
+    r, w = os.pipe2(os.O_CLOEXEC)
+    keeper = os.fork()
+    if keeper == 0:
+        try:
+            os.close(r)
+            _join_cgroups(cgroup_procs)
+            sc.unshare(sc.SANDBOX_NAMESPACES)
+            init = os.fork()
+            if init == 0:
+                _init_main(spec, w, proc)
+            _write(w, b"P%d\n" % init)
+            # The keeper closes everything it inherited, then waits for PID 1 and mirrors its end.
+            for fd in _open_fds():
+                if fd not in (w,) and fd > 2:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            os.close(w)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            while True:
+                try:
+                    _, status = os.waitpid(init, 0)
+                    break
+                except InterruptedError:
+                    continue
+            os._exit(os.waitstatus_to_exitcode(status) & 0xFF if os.WIFEXITED(status) else 1)
+        except BaseException as e:  # noqa: BLE001
+            _write(w, b"E" + str(e).encode(errors="replace").replace(b"\n", b" ") + b"\n")
+            os._exit(1)
+    os.close(w)
+    init_pid = None
+    try:
+        for line in _read_lines(r, timeout):
+            if line.startswith(b"P"):
+                init_pid = int(line[1:])
+            elif line == b"R":
+                return Started(keeper, init_pid, r)
+            elif line.startswith(b"E"):
+                raise OSError(errno.EIO, line[1:].decode(errors="replace"))
+        raise OSError(errno.EIO, "sandbox init exited during setup")
+    except BaseException:
+        os.close(r)
+        try:
+            os.kill(keeper, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if init_pid:
+            try:
+                os.kill(init_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _reap(keeper)
+        raise
+
+
+def read_exit_status(started: Started) -> int | None:
+    """Block until a one-shot sandbox's command ends; return its raw wait status (None if PID 1
+    died without reporting, e.g. killed with the whole cgroup)."""
+    status = None
+    try:
+        for line in _read_lines(started.status_fd, timeout=10 ** 9):
+            if line.startswith(b"X"):
+                status = int(line[1:])
+    finally:
+        os.close(started.status_fd)
+    _reap(started.keeper_pid)
+    return status
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def enter(init_pidfd: int, cgroup_procs: list, proc: ProcSpec) -> int:
+    """Fork a waiter that joins the cgroups, setns(2)s into every namespace of the init behind
+    ``init_pidfd`` and forks ``proc`` inside. Returns the waiter's pid; its wait status mirrors
+    the command's (a signal death is re-raised on itself)."""
+    security.prepare()
+    pid = os.fork()
+    if pid != 0:
+        return pid
+    try:
+        _join_cgroups(cgroup_procs)
+        sc.setns(init_pidfd, sc.SANDBOX_NAMESPACES)
+        child = os.fork()
+        if child == 0:
+            _exec_child(proc)
+        for fd in (proc.stdin, proc.stdout, proc.stderr):
+            if fd is not None and fd > 2:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        while True:
+            try:
+                _, status = os.waitpid(child, 0)
+                break
+            except InterruptedError:
+                continue
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+            os.kill(os.getpid(), sig)
+            os._exit(128 + sig)
+        os._exit(os.WEXITSTATUS(status))
+    except BaseException as e:  # noqa: BLE001
+        try:
+            os.write(proc.stderr if proc.stderr is not None else 2,
+                     f"localsb: cannot enter sandbox: {e}\n".encode())
+        finally:
+            os._exit(127)
+
+
+def status_to_exit_code(status: int | None) -> int:
+    """Shell convention: exit code, or 128+signal for a signal death."""
+    if status is None:
+        return 137
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def set_subreaper() -> None:
+    """PR_SET_CHILD_SUBREAPER: orphaned keepers and waiters are reparented to us, not to host init."""
+    sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+
+
+def pidfd_open(pid: int) -> int:
+    return os.pidfd_open(pid)
+
+
+__all__ = ["RootSpec", "ProcSpec", "Started", "start", "enter", "read_exit_status",
+           "status_to_exit_code", "set_subreaper", "pidfd_open", "DEFAULT_PATH", "sys"]

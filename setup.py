@@ -1,0 +1,6 @@
+import glob
+
+from setuptools import setup
+
+# Man pages are generated from the argparse tree (man/README) and committed; install them all.
+setup(data_files=[("share/man/man1", sorted(glob.glob("man/*.1")))])
