@@ -22,7 +22,10 @@ from localsb.api.status import (EXECUTION_TERMINAL, SANDBOX_GONE, SANDBOX_PAUSED
 from localsb.api.units import parse_cpu, parse_duration, parse_size
 
 from . import render, runtimes
+from .checkpoints import CheckpointsMixin
 from .clock import Clock
+from .jobs import JobsMixin
+from .snapshots import SnapshotsMixin
 from .output import mark_done, out_paths, pump
 from .store import Store, dumps, loads, proc_start_time, process_alive
 
@@ -38,7 +41,7 @@ def default_state_dir() -> str:
                                               else os.path.expanduser("~/.local/share/localsb"))
 
 
-class Engine(Backend):
+class Engine(CheckpointsMixin, SnapshotsMixin, JobsMixin, Backend):
     name = "local"
 
     def __init__(self, state_dir: str | None = None, clock: Clock | None = None, repair: bool = True):
@@ -109,9 +112,6 @@ class Engine(Backend):
         rt = runtimes.resolve(spec.runtime, spec.runtime_id)
         runtimes.require_buildable(rt)
         return {"runtime": rt, "snapshot": None}
-
-    def _snapshot_source(self, ref: str, org_id):
-        raise E.NotAvailableYet("--snapshot is not available yet in localsb")
 
     def _limits(self, spec: CreateSpec):
         from localsb.linux.cgroups import Limits

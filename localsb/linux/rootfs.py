@@ -78,7 +78,7 @@ def build_host_skeleton(root: str, hostname: str = "sandbox") -> None:
     with open(os.path.join(etc, "resolv.conf"), "w") as fh:
         # No network by default: a resolver that answers nothing rather than the host's.
         fh.write("nameserver 127.0.0.1\n")
-    if not os.path.exists(os.path.join(etc, "os-release")) and os.path.exists("/usr/lib/os-release"):
+    if not os.path.lexists(os.path.join(etc, "os-release")) and os.path.exists("/usr/lib/os-release"):
         os.symlink("../usr/lib/os-release", os.path.join(etc, "os-release"))
     os.chown(os.path.join(root, "home/agentuity"), 1000, 1000)
     os.chmod(os.path.join(root, "home/agentuity"), 0o755)
