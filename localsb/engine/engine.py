@@ -246,19 +246,9 @@ class Engine(CheckpointsMixin, SnapshotsMixin, JobsMixin, Backend):
                 self.cgroups.kill(cg)
 
         so, se, done = out_paths(self.out_dir(), exec_id)
-        status_box = {}
-
-        def finished():
-            return False
-
-        result_pump = pump([(pipes[0], so, _fileno(stdout), spec.timestamps),
-                            (pipes[1], se, _fileno(stderr), spec.timestamps)], deadline_cb=check_deadline,
-                           done_cb=finished)
-        while deadline and not timed_out:
-            # the pipes closed (command ended or closed its output): wait for the exit status
-            break
+        result_pump = pump([(pipes[0], so, _dest(stdout), spec.timestamps),
+                            (pipes[1], se, _dest(stderr), spec.timestamps)], deadline_cb=check_deadline)
         status = spawn.read_exit_status(started)
-        status_box["status"] = status
         code = spawn.status_to_exit_code(status)
         oom = self._oom_kills(cg) > 0
         t_end = time.time()
@@ -325,8 +315,8 @@ class Engine(CheckpointsMixin, SnapshotsMixin, JobsMixin, Backend):
                 pass
             try:
                 self.cgroups.remove(cg)
-            except Exception:
-                pass
+            except Exception as e:  # noqa: BLE001 - teardown goes on; the next repair retries
+                _log(f"teardown {sandbox_id}: cgroup removal failed: {e}")
         for pid_col in ("init_pid",):
             pid = row[pid_col]
             if pid and proc_start_time(pid) is not None and _is_child(pid):
@@ -468,6 +458,13 @@ class Engine(CheckpointsMixin, SnapshotsMixin, JobsMixin, Backend):
                 self._call(sandbox_id, {"op": "destroy"}, timeout=30)
             except (E.SandboxTerminated, E.HostError, OSError):
                 pass
+            # the supervisor exits right after answering: return only once it is gone
+            deadline = time.monotonic() + 2.0
+            while process_alive(row["supervisor_pid"], row["supervisor_start"]) and time.monotonic() < deadline:
+                time.sleep(0.002)
+            if process_alive(row["supervisor_pid"], row["supervisor_start"]):
+                _kill_quiet(row["supervisor_pid"])
+                self._teardown(sandbox_id, final="terminated", reason="deleted")
         else:
             if self.store.run("UPDATE sandboxes SET status='stopping', owner_pid=?, owner_start=? WHERE id=? AND "
                               "status=?", os.getpid(), proc_start_time(os.getpid()), sandbox_id, row["status"]) == 1:
@@ -720,6 +717,11 @@ def _bounded(value, lo, hi, what):
     return v
 
 
+def _log(msg: str) -> None:
+    import sys
+    print(f"localsb: {msg}", file=sys.stderr)
+
+
 def _hostname(sandbox_id: str) -> str:
     return sandbox_id.replace("_", "-")
 
@@ -738,6 +740,12 @@ def _fileno(stream):
     except Exception:
         pass
     return fd
+
+
+def _dest(stream):
+    """Where pumped output goes: the stream's fd when it has one (no copy through Python), else the object."""
+    fd = _fileno(stream)
+    return fd if fd is not None else stream
 
 
 def _copy_to(rfd, stream):

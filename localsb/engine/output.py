@@ -47,7 +47,9 @@ class _Stream:
                 self.written += len(part)
             if len(data) > room:
                 self.truncated = True
-        if self.dest is not None:
+        if self.dest is not None and not isinstance(self.dest, int):
+            self.dest.write(data)
+        elif self.dest is not None:
             try:
                 view = memoryview(data)
                 while view:

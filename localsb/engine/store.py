@@ -164,7 +164,10 @@ def proc_start_time(pid: int) -> str | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             data = fh.read()
-        return data[data.rindex(b")") + 2:].split()[19].decode()
+        fields = data[data.rindex(b")") + 2:].split()
+        if fields[0] in (b"Z", b"X"):
+            return None  # a zombie has exited: it is not alive for repair's purpose
+        return fields[19].decode()
     except (OSError, ValueError, IndexError):
         return None
 

@@ -145,6 +145,8 @@ def _supervisor_main(state_dir, sandbox_id, root, cg_dict, report_fd):
                 pass
     sys.stdout = os.fdopen(1, "w", buffering=1)
     sys.stderr = os.fdopen(2, "w", buffering=1)
+    import faulthandler
+    faulthandler.enable()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -210,12 +212,16 @@ class Supervisor:
         threading.Thread(target=self._watch, daemon=True).start()
 
     def serve(self):
-        while not self.stopping:
+        # The process ends only through os._exit in the thread that tears the sandbox down:
+        # returning from here while a destroy runs would kill it half-way.
+        while True:
             try:
                 conn, _ = self.sock.accept()
             except OSError:
                 if self.stopping:
-                    break
+                    while True:
+                        time.sleep(3600)
+                time.sleep(0.01)
                 continue
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
@@ -421,8 +427,11 @@ class Supervisor:
                           "updated_at=?, last_activity=?, exit_code=? WHERE id=?",
                           (t1, self.engine.clock.now(), code, self.sandbox_id))
             mark_done(done)
+            # Processes the command left in the background (nohup server &) keep running in their
+            # sub-cgroup; it goes with the sandbox. An empty one is removed now.
             try:
-                self.engine.cgroups.remove(child_cg)
+                if not self.engine.cgroups.populated(child_cg):
+                    self.engine.cgroups.remove(child_cg)
             except Exception:
                 pass
             info = render.execution_info(self.store.one("SELECT * FROM executions WHERE id=?", exec_id))
