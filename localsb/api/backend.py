@@ -56,6 +56,19 @@ class Backend(abc.ABC):
     def sandbox_resume(self, sandbox_id: str, *, org_id=None) -> dict:
         """-> {sandboxId, status}"""
 
+    def sandbox_wait(self, sandbox_id: str, statuses, *, wait_ms: int = 60000, org_id=None) -> dict:
+        """Return SandboxInfo once its status is one of ``statuses`` or ``wait_ms`` has passed
+        (GET /sandbox/{id}?waitForStatus=a,b&waitMs=n). Used by ``create --wait`` and
+        ``get --wait-for-status``. This default polls sandbox_get every 100 ms; a backend with a
+        long-poll or a state-change notification should override it."""
+        import time
+        deadline = time.monotonic() + wait_ms / 1000.0
+        while True:
+            info = self.sandbox_get(sandbox_id, org_id=org_id, include_deleted=True)
+            if info.get("status") in statuses or time.monotonic() >= deadline:
+                return info
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
     @abc.abstractmethod
     def sandbox_env(self, sandbox_id: str, set_vars: dict, delete: list, *, org_id=None) -> dict:
         """PATCH /sandbox/env/{id}. -> {env}"""
@@ -95,6 +108,12 @@ class Backend(abc.ABC):
         raise NotImplementedError
 
     def runtime_list(self, *, limit=50, offset=0, sort="created", direction="desc", org_id=None) -> dict:
+        raise NotImplementedError
+
+    def runtime_build(self, name: str) -> dict:
+        """Build runtime ``name`` (e.g. python:3.14) now, so the first sandbox on it needs no
+        build; a no-op when it is built already. -> Runtime (reference §3.7) of the built runtime.
+        Local backends only: the hosted service has no such operation (``runtime build``)."""
         raise NotImplementedError
 
     # checkpoints ---------------------------------------------------------------------------------
@@ -154,6 +173,19 @@ class Backend(abc.ABC):
         raise NotImplementedError
 
     def fs_upload(self, sandbox_id: str, path: str, fmt: str, src: BinaryIO, *, org_id=None) -> None:
+        raise NotImplementedError
+
+    # shell access and diagnostics ------------------------------------------------------------------
+    def ssh_command(self, sandbox_id: str, command: str | None = None, *, org_id=None) -> list[str]:
+        """-> the argv that opens an interactive shell in the sandbox, or runs ``command`` (one
+        shell string) in it, attached to the caller's terminal. The CLI runs or shows it
+        (``cloud ssh <id> [command] [--show]``); hosted: ``ssh <id>@ion-<region>.agentuity.cloud``."""
+        raise NotImplementedError
+
+    def doctor(self) -> dict:
+        """-> {check: value} describing what this backend can do here (storage driver and its
+        cost, cgroup layout, which limits are enforced, namespaces, runtimes built, server URL
+        ...); values are str, int, bool, list or dict. Shown by ``localsb doctor``."""
         raise NotImplementedError
 
     def close(self) -> None:

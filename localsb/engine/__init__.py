@@ -1,2 +1,4 @@
 """Sandbox lifecycle on the local machine (see engine.py). Never imports argparse or aiohttp."""
-from .engine import Engine, default_state_dir  # noqa: F401
+from .engine import Engine, default_state_dir
+
+__all__ = ["Engine", "default_state_dir"]

@@ -7,18 +7,15 @@ jobs and idle timer; a one-shot ``run`` is driven by the calling process itself.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
-import socket
 import threading
 import time
 
 from localsb.api import errors as E
 from localsb.api.backend import Backend
-from localsb.api.models import CreateSpec, FileSpec, new_id, parse_iso
-from localsb.api.status import (EXECUTION_TERMINAL, SANDBOX_GONE, SANDBOX_PAUSED, check_transition,
-                                require_live)
+from localsb.api.models import CreateSpec, new_id, parse_iso
+from localsb.api.status import EXECUTION_TERMINAL, SANDBOX_PAUSED, check_transition, require_live
 from localsb.api.units import parse_cpu, parse_duration, parse_size
 
 from . import render, runtimes
@@ -115,9 +112,12 @@ class Engine(CheckpointsMixin, SnapshotsMixin, JobsMixin, Backend):
 
     def _limits(self, spec: CreateSpec):
         from localsb.linux.cgroups import Limits
+        # The devices allowlist needs the v1 devices controller (v2 would need a BPF program):
+        # where it is missing, seccomp and the dropped CAP_MKNOD still keep device nodes out.
+        caps = self.cgroups.capabilities()
         return Limits(memory_bytes=parse_size(spec.memory, "memory") if spec.memory else None,
                       cpu_millicores=parse_cpu(spec.cpu) if spec.cpu else None,
-                      pids=DEFAULT_PIDS)
+                      pids=DEFAULT_PIDS, devices_allowlist=caps.get("devices") is not None)
 
     def _insert_sandbox(self, spec: CreateSpec, source: dict, sandbox_id: str) -> None:
         rt = source["runtime"]
@@ -317,10 +317,6 @@ class Engine(CheckpointsMixin, SnapshotsMixin, JobsMixin, Backend):
                 self.cgroups.remove(cg)
             except Exception as e:  # noqa: BLE001 - teardown goes on; the next repair retries
                 _log(f"teardown {sandbox_id}: cgroup removal failed: {e}")
-        for pid_col in ("init_pid",):
-            pid = row[pid_col]
-            if pid and proc_start_time(pid) is not None and _is_child(pid):
-                _kill_quiet(pid)
         if row["volume"]:
             rootfs.unmount_tree(os.path.join(row["volume"], "root"))
             try:
@@ -773,10 +769,6 @@ def _kill_quiet(pid):
         pass
 
 
-def _is_child(pid) -> bool:
-    return True
-
-
 def _host_error(exc, what):
     if isinstance(exc, E.LocalsbError):
         return exc
@@ -785,4 +777,4 @@ def _host_error(exc, what):
     return E.HostError(f"Cannot {what}: {exc}")
 
 
-__all__ = ["Engine", "default_state_dir", "DEFAULT_ORG", "json", "socket", "FileSpec", "SANDBOX_GONE"]
+__all__ = ["Engine", "default_state_dir", "DEFAULT_ORG"]

@@ -1,0 +1,1 @@
+"""The localsb command line: argparse tree (main.py), rendering (output.py), handlers (commands/)."""
