@@ -19,8 +19,10 @@ from localsb.api.status import EXECUTION_TERMINAL, SANDBOX_PAUSED, check_transit
 from localsb.api.units import parse_cpu, parse_duration, parse_size
 
 from . import render, runtimes
+from .builds import BuildsMixin
 from .checkpoints import CheckpointsMixin
 from .clock import Clock
+from .fsops import FsMixin
 from .jobs import JobsMixin
 from .snapshots import SnapshotsMixin
 from .output import mark_done, out_paths, pump
@@ -38,7 +40,7 @@ def default_state_dir() -> str:
                                               else os.path.expanduser("~/.local/share/localsb"))
 
 
-class Engine(CheckpointsMixin, SnapshotsMixin, JobsMixin, Backend):
+class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, Backend):
     name = "local"
 
     def __init__(self, state_dir: str | None = None, clock: Clock | None = None, repair: bool = True):
@@ -135,7 +137,7 @@ class Engine(CheckpointsMixin, SnapshotsMixin, JobsMixin, Backend):
             "name": spec.name, "description": spec.description, "mode": spec.mode, "status": "creating",
             "runtime_id": rt["id"], "runtime_name": rt["name"],
             "snapshot_id": (source.get("snapshot") or {}).get("id") if source.get("snapshot") else None,
-            "spec": dumps(stored), "env": dumps(spec.env or {}),
+            "spec": dumps(stored), "env": dumps({**(source.get("env") or {}), **(spec.env or {})}),
             "owner_pid": os.getpid(), "owner_start": proc_start_time(os.getpid()),
             "created_at": t, "updated_at": t, "last_activity": self.clock.now(),
         })
@@ -213,7 +215,7 @@ class Engine(CheckpointsMixin, SnapshotsMixin, JobsMixin, Backend):
             o_r, o_w = os.pipe2(os.O_CLOEXEC)
             e_r, e_w = os.pipe2(os.O_CLOEXEC)
             pipes = [o_r, e_r]
-            env = self._command_env(sandbox_id, spec.env)
+            env = self._command_env(sandbox_id, {**(source.get("env") or {}), **(spec.env or {})})
             stdin_fd = _fileno(stdin)
             proc = spawn.ProcSpec(list(spec.command), env=env, cwd=WORKSPACE, stdin=stdin_fd,
                                   stdout=o_w, stderr=e_w)

@@ -60,7 +60,7 @@ class SnapshotsMixin:
         else:
             info["user"] = {"id": "user_local"}
         return {"runtime": rt, "snapshot": {"id": row["id"]}, "volume": row["volume"],
-                "snapshot_info_json": dumps(info)}
+                "snapshot_info_json": dumps(info), "env": loads(row["env"], {}) or {}}
 
     def _claim_tag(self, org_id, name, tag, except_id):
         """A name:tag names one snapshot per org: the tag moves to the newest holder."""
