@@ -238,8 +238,3 @@ def main(argv=None, env=None, stdin=None, stdout=None, stderr=None, *, backend=N
             except Exception:  # noqa: BLE001 - closing must not hide the command's result
                 pass
         tree.STREAMS.update(stdout=None, stderr=None)
-
-
-def entry() -> None:
-    """console_scripts entry point."""
-    sys.exit(main())

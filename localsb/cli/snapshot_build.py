@@ -18,7 +18,6 @@ from localsb.api.models import APT_PACKAGE_RE, NPM_PACKAGE_RE, SNAPSHOT_NAME_RE,
 from .errors import LocalFileError
 
 BUILD_FILES = ("agentuity-snapshot.yaml", "agentuity-snapshot.yml", "agentuity-snapshot.json")
-SCHEMA_URL = "https://agentuity.dev/schema/cli/v1/agentuity-snapshot.json"
 _VAR_RE = re.compile(r"\$\{([^}]+)\}")
 # Bun's MIME guesses for common source files (part of the content hash, so they must match).
 _MIME = {".js": "text/javascript;charset=utf-8", ".mjs": "text/javascript;charset=utf-8",
@@ -233,78 +232,54 @@ def substitute(values: dict, variables: dict) -> dict:
     return out
 
 
-def glob_to_regex(pattern: str) -> str:
-    """Bun.Glob syntax (*, **, ?, [...], {a,b}) as a regular expression over '/'-paths."""
-    p = pattern[2:] if pattern.startswith("./") else pattern
-    out, i, n = [], 0, len(p)
-    while i < n:
-        c = p[i]
-        if c == "*":
-            if p.startswith("**", i):
-                j = i + 2
-                if j < n and p[j] == "/":
-                    out.append("(?:.*/)?")
-                    i = j + 1
-                else:
-                    out.append(".*")
-                    i = j
-                continue
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            j = p.find("]", i + 1)
-            if j == -1:
-                out.append(re.escape(c))
-            else:
-                body = p[i + 1:j]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = j + 1
-                continue
-        elif c == "{":
-            depth, j = 0, i
-            while j < n:
-                if p[j] == "{":
-                    depth += 1
-                elif p[j] == "}":
-                    depth -= 1
-                    if depth == 0:
-                        break
-                j += 1
-            if j >= n:
-                out.append(re.escape(c))
-            else:
-                alts, depth, start = [], 0, i + 1
-                for k in range(i + 1, j):
-                    if p[k] == "{":
-                        depth += 1
-                    elif p[k] == "}":
-                        depth -= 1
-                    elif p[k] == "," and depth == 0:
-                        alts.append(p[start:k])
-                        start = k + 1
-                alts.append(p[start:j])
-                out.append("(?:" + "|".join(glob_to_regex(a)[1:-1] for a in alts) + ")")
-                i = j + 1
-                continue
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "^" + "".join(out) + "$"
+def _expand_braces(pattern: str) -> list[str]:
+    """Bun.Glob's {a,b} alternatives, which gitignore-style matching lacks: expand them first."""
+    depth, start = 0, -1
+    for i, c in enumerate(pattern):
+        if c == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif c == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                body, alts, level, last = pattern[start + 1:i], [], 0, 0
+                for k, ch in enumerate(body):
+                    if ch == "{":
+                        level += 1
+                    elif ch == "}":
+                        level -= 1
+                    elif ch == "," and level == 0:
+                        alts.append(body[last:k])
+                        last = k + 1
+                alts.append(body[last:])
+                if len(alts) == 1:
+                    return [pattern]
+                return [x for alt in alts for x in _expand_braces(pattern[:start] + alt + pattern[i + 1:])]
+    return [pattern]
+
+
+def _pathspec(patterns):
+    """Patterns are relative to the build directory (Bun.Glob with cwd=directory): anchor each one."""
+    import pathspec
+    lines = []
+    for p in patterns:
+        for e in _expand_braces(p[2:] if p.startswith("./") else p):
+            lines.append(e if e.startswith("/") else "/" + e)
+    return pathspec.PathSpec.from_lines("gitwildmatch", lines)
 
 
 def resolve_globs(root: str, patterns) -> list[str]:
     """Regular files under ``root`` matching an inclusion and no exclusion ('!'); exclusions win."""
-    include = [re.compile(glob_to_regex(p)) for p in patterns if not p.startswith("!")]
-    exclude = []
+    include = _pathspec([p for p in patterns if not p.startswith("!")])
+    excl = []
     for p in patterns:
         if p.startswith("!"):
             pat = p[1:]
             if os.path.isdir(os.path.join(root, pat)):
                 pat = pat + ("**" if pat.endswith("/") else "/**")
-            exclude.append(re.compile(glob_to_regex(pat)))
+            excl.append(pat)
+    exclude = _pathspec(excl)
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -313,7 +288,7 @@ def resolve_globs(root: str, patterns) -> list[str]:
             if not os.path.isfile(full):
                 continue
             rel = os.path.relpath(full, root).replace(os.sep, "/")
-            if any(rx.match(rel) for rx in include) and not any(rx.match(rel) for rx in exclude):
+            if include.match_file(rel) and not exclude.match_file(rel):
                 found.append(rel)
     return sorted(found)
 
@@ -378,64 +353,3 @@ def load_build(directory: str, file: str | None = None, *, tag: str | None = Non
         files=files, force=force, public=public or bool(data.get("public")))
     b.content_hash = content_hash(b)
     return b
-
-
-YAML_TEMPLATE = f"""# yaml-language-server: $schema={SCHEMA_URL}
-#
-# Agentuity Snapshot Build File
-# =============================
-#
-# This file defines a reproducible sandbox environment.
-# Build with: localsb cloud sandbox snapshot build <directory>
-# For documentation, see: https://agentuity.dev/Services/Sandbox
-
-# Required: Schema version (must be 1)
-version: 1
-
-# Required: Runtime environment
-# Format: name:tag (e.g., bun:1, node:20, python:3.12)
-# Run 'localsb cloud sandbox runtime list' to see available runtimes
-runtime: bun:1
-
-# Optional: Snapshot name (letters, numbers, underscores, and dashes)
-# If not provided, a unique name will be auto-generated
-# name: my-snapshot
-
-# Optional: Description of this snapshot
-# Can be overridden with --description flag
-description: My sandbox snapshot
-
-# Optional: Apt packages to install (validated against Debian stable)
-# Pin a version with pkg=version, or a version prefix with pkg=version*
-# dependencies:
-#   - curl
-#   - ffmpeg
-#   - imagemagick=8:6.9*
-
-# Optional: Files to include from the build directory (glob patterns)
-# Prefix a pattern with ! to exclude; exclusions always win
-# Files are placed in /home/agentuity/ in the sandbox
-# files:
-#   - "*.js"              # All JS files in the root
-#   - src/**              # Everything under src/
-#   - config/*.json       # JSON files in config/
-#   - "!**/*.test.js"     # Exclude test files
-#   - "!node_modules/**"  # Exclude node_modules
-
-# Optional: Environment variables
-# env:
-#   NODE_ENV: production
-#   API_URL: https://api.example.com
-#   SECRET_KEY: ${{SECRET_KEY}}  # Substituted from: --env SECRET_KEY=value
-
-# Optional: Metadata (string values)
-# metadata:
-#   version: ${{VERSION}}   # Substituted from: --metadata VERSION=1.0.0
-#   author: team-name
-#   build_date: ${{BUILD_DATE}}
-"""
-
-JSON_TEMPLATE = {"$schema": SCHEMA_URL, "version": 1, "runtime": "bun:1", "name": "my-snapshot",
-                 "description": "My sandbox snapshot", "dependencies": ["curl"],
-                 "files": ["src/**", "*.js", "!**/*.test.js"], "env": {"NODE_ENV": "production"},
-                 "metadata": {"version": "1.0.0"}}

@@ -656,6 +656,15 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
         return {"runtimes": [runtimes.wire(r, is_built(self.state_dir, r["name"])) for r in page],
                 "total": len(items)}
 
+    def runtime_build(self, name: str) -> dict:
+        """Build a runtime's image ahead of its first use."""
+        rt = runtimes.resolve(name)
+        runtimes.require_buildable(rt)
+        from .images import ensure_base
+        t = time.monotonic()
+        path = ensure_base(self.pool)
+        return {**runtimes.wire(rt, True), "image": path, "durationMs": int((time.monotonic() - t) * 1000)}
+
     # stats ---------------------------------------------------------------------------------------
     def stats(self, *, org_id=None, start=None, end=None) -> dict:
         where, args = ["1=1"], []

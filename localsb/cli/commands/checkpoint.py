@@ -1,9 +1,8 @@
 """`sandbox checkpoint` (ckpt): create, list, restore, delete disk checkpoints of a sandbox."""
 from __future__ import annotations
 
-from ..tree import arg, command, group
+from ..tree import arg, command, group, opt
 from ._common import PREFIX, confirm, dash
-from ..tree import opt
 
 
 def register(sub):
@@ -13,7 +12,7 @@ def register(sub):
                     (f"{PREFIX} checkpoint restore sbx_abc123 my-checkpoint", "Restore by name"),
                     (f"{PREFIX} checkpoint delete sbx_abc123 ckpt_def456 --confirm",
                      "Delete a checkpoint"),
-                    f"localsb cloud sandbox ckpt list sbx_abc123"],
+                    "localsb cloud sandbox ckpt list sbx_abc123"],
           populate=_commands)
 
 

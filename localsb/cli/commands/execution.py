@@ -16,7 +16,7 @@ def register(sub):
 def _commands(children):
     p = command(children, "list", aliases=["ls"], help="List the executions of a sandbox", handler=list_,
                 dry_run=True, examples=[f"{PREFIX} execution list sbx_abc123",
-                          f"{PREFIX} execution list sbx_abc123 --limit 5"])
+                                        f"{PREFIX} execution list sbx_abc123 --limit 5"])
     arg(p, "sandbox_id", metavar="sandbox-id", help="Sandbox ID")
     opt(p, "--limit", type=int_range(1, 100, "limit"), default=50, help="Max results")
     p = command(children, "get", aliases=["info", "show"], help="Get execution details", handler=get,

@@ -15,8 +15,8 @@ def register(sub):
 def _commands(children):
     p = command(children, "list", aliases=["ls"], help="List available runtimes", handler=list_, dry_run=True,
                 examples=[(f"{PREFIX} runtime list", "List available runtimes"),
-            (f"{PREFIX} runtime list --sort=name --direction=asc", "Sort alphabetically"),
-            (f"{PREFIX} runtime list --limit 10 --offset 20", "With pagination")])
+                          (f"{PREFIX} runtime list --sort=name --direction=asc", "Sort alphabetically"),
+                          (f"{PREFIX} runtime list --limit 10 --offset 20", "With pagination")])
     opt(p, "--limit", type=int_range(1, 100, "limit"), default=50, help="Max results (at most 100)")
     opt(p, "--offset", type=int_range(0, None, "offset"), default=0, help="Pagination offset")
     opt(p, "--sort", choices=("name", "created"), default="created", help="Sort field")

@@ -10,13 +10,13 @@ LIST_STATUSES = ("creating", "idle", "running", "paused", "stopping", "suspended
 
 def register(sub):
     sb, _ = group(sub, "sandbox", aliases=["sb"], help="Manage sandboxes",
-                         examples=[f"{PREFIX} run -- echo 'Hello, World!'",
-                                   f"{PREFIX} create --memory 1Gi --cpu 1000m --network",
-                                   f"{PREFIX} exec sbx_abc123 -- npm run build",
-                                   f"{PREFIX} list --status idle",
-                                   f"{PREFIX} get sbx_abc123",
-                                   f"{PREFIX} delete sbx_abc123 --confirm",
-                                   "localsb cloud sb list"],
+                  examples=[f"{PREFIX} run -- echo 'Hello, World!'",
+                            f"{PREFIX} create --memory 1Gi --cpu 1000m --network",
+                            f"{PREFIX} exec sbx_abc123 -- npm run build",
+                            f"{PREFIX} list --status idle",
+                            f"{PREFIX} get sbx_abc123",
+                            f"{PREFIX} delete sbx_abc123 --confirm",
+                            "localsb cloud sb list"],
                   populate=_commands)
     return sb
 
@@ -162,7 +162,9 @@ def run(ctx):
             bout.flush()
             berr.flush()
     code = result.get("exitCode")
-    if code != 0:
+    if code is None:
+        out.error(f"sandbox {result.get('sandboxId')} ended without an exit code in {result.get('durationMs')}ms")
+    elif code != 0:
         out.error(f"failed with exit code {code} in {result.get('durationMs')}ms")
     return exit_status(code)
 

@@ -279,7 +279,7 @@ def build(ctx):
 
 def generate(ctx):
     from ..output import to_json
-    from ..snapshot_build import JSON_TEMPLATE, YAML_TEMPLATE
+    from ..snapshot_template import JSON_TEMPLATE, YAML_TEMPLATE
 
     content = to_json(JSON_TEMPLATE) if ctx.args.format == "json" else YAML_TEMPLATE
     if ctx.out.json_mode:
