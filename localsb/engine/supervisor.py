@@ -64,10 +64,14 @@ def launch(engine, sandbox_id: str, root: str, cg) -> tuple[int, int]:
     """Start the supervisor (double fork, new session, then a fresh interpreter) and wait until the
     sandbox's init is up. Returns (supervisor pid, init pid).
 
-    The supervisor is a new interpreter rather than a bare fork because SQLite is not fork-safe:
-    a child of a process holding the database open fails with 'locking protocol'. ``-S`` with the
-    caller's resolved sys.path keeps its start near 10 ms.
+    SQLite is not fork-safe: a child of a process holding the database open fails with 'locking
+    protocol'. A single-threaded caller (a CLI call) closes its connection and forks: the
+    supervisor then needs no new interpreter (create stays in the tens of ms). A multi-threaded
+    caller (mockcloud) cannot close every thread's connection, so its supervisor is a fresh
+    interpreter started with ``-S`` and the caller's resolved sys.path.
     """
+    if threading.active_count() == 1:
+        return _launch_forked(engine, sandbox_id, root, cg)
     r, w = os.pipe2(os.O_CLOEXEC)
     args = [sys.executable, "-S", "-c", "from localsb.engine.supervisor import main; main()",
             engine.state_dir, sandbox_id, root, json.dumps(cg.to_dict()), str(w)]
@@ -98,6 +102,36 @@ def launch(engine, sandbox_id: str, root: str, cg) -> tuple[int, int]:
                 os._exit(1)
         os._exit(0)
     os.close(w)
+    return _await_report(pid, r)
+
+
+def _launch_forked(engine, sandbox_id, root, cg) -> tuple[int, int]:
+    r, w = os.pipe2(os.O_CLOEXEC)
+    engine.store.close()
+    try:
+        pid = os.fork()
+    except BaseException:
+        engine.reopen_store()
+        raise
+    if pid == 0:
+        try:
+            os.close(r)
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            _supervisor_main(engine.state_dir, sandbox_id, root, cg.to_dict(), w)
+        except BaseException:  # noqa: BLE001
+            try:
+                os.write(w, b"ERR " + traceback.format_exc().encode()[-2000:].replace(b"\n", b" | ") + b"\n")
+            finally:
+                os._exit(1)
+        os._exit(0)
+    engine.reopen_store()
+    os.close(w)
+    return _await_report(pid, r)
+
+
+def _await_report(pid, r) -> tuple[int, int]:
     try:
         os.waitpid(pid, 0)
         buf = b""

@@ -286,14 +286,18 @@ def start(spec: RootSpec, cgroup_procs: list, proc: ProcSpec | None = None,
             os._exit(1)
     os.close(w)
     init_pid = None
+    ready = False
     try:
+        # The keeper's "P<pid>" and PID 1's "R" race: wait for both.
         for line in _read_lines(r, timeout):
             if line.startswith(b"P"):
                 init_pid = int(line[1:])
             elif line == b"R":
-                return Started(keeper, init_pid, r)
+                ready = True
             elif line.startswith(b"E"):
                 raise OSError(errno.EIO, line[1:].decode(errors="replace"))
+            if ready and init_pid is not None:
+                return Started(keeper, init_pid, r)
         raise OSError(errno.EIO, "sandbox init exited during setup")
     except BaseException:
         os.close(r)
