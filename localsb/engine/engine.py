@@ -71,9 +71,6 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
             self._cg = detect()
         return self._cg
 
-    def reopen_store(self) -> None:
-        self.store = Store(os.path.join(self.state_dir, "state.db"))
-
     def out_dir(self) -> str:
         return os.path.join(self.state_dir, "out")
 

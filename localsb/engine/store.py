@@ -9,6 +9,7 @@ import json
 import os
 import sqlite3
 import time
+import weakref
 
 from localsb.api.errors import StateError
 
@@ -74,16 +75,38 @@ def _configure(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA foreign_keys=OFF")
 
 
+_OPEN: "weakref.WeakSet[Store]" = weakref.WeakSet()
+
+
 class Store:
     def __init__(self, path: str):
         self.path = path
+        self._connect()
+        self._migrate()
+        _OPEN.add(self)
+
+    def _connect(self) -> None:
         try:
-            self.conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+            self.conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
-            raise StateError(f"Cannot open state database {path}: {e}") from None
+            raise StateError(f"Cannot open state database {self.path}: {e}") from None
         self.conn.row_factory = sqlite3.Row
         _configure(self.conn)
-        self._migrate()
+
+    @staticmethod
+    def close_all() -> list:
+        """Close every connection of this process (before a fork: SQLite is not fork-safe)."""
+        closed = [s for s in list(_OPEN) if s.conn is not None]
+        for s in closed:
+            s.conn.close()
+            s.conn = None
+        return closed
+
+    @staticmethod
+    def reopen(stores) -> None:
+        for s in stores:
+            if s.conn is None:
+                s._connect()
 
     def _migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
@@ -131,9 +154,11 @@ class Store:
 
     def close(self) -> None:
         try:
-            self.conn.close()
+            if self.conn is not None:
+                self.conn.close()
         except sqlite3.Error:
             pass
+        _OPEN.discard(self)
 
 
 class _Tx:

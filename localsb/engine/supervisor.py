@@ -106,12 +106,13 @@ def launch(engine, sandbox_id: str, root: str, cg) -> tuple[int, int]:
 
 
 def _launch_forked(engine, sandbox_id, root, cg) -> tuple[int, int]:
+    from .store import Store
     r, w = os.pipe2(os.O_CLOEXEC)
-    engine.store.close()
+    closed = Store.close_all()
     try:
         pid = os.fork()
     except BaseException:
-        engine.reopen_store()
+        Store.reopen(closed)
         raise
     if pid == 0:
         try:
@@ -126,7 +127,7 @@ def _launch_forked(engine, sandbox_id, root, cg) -> tuple[int, int]:
             finally:
                 os._exit(1)
         os._exit(0)
-    engine.reopen_store()
+    Store.reopen(closed)
     os.close(w)
     return _await_report(pid, r)
 
