@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import socket
 import threading
 import time
@@ -32,6 +33,7 @@ TERMINAL_SANDBOX = ("terminated", "failed", "deleted")
 # 502/503 mean "restarting": retried briefly (the official CLI retries for 30 s, wire doc §2.3).
 RETRY_STATUSES = (502, 503)
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
 def _default_urls(region: str) -> tuple[str, str, str]:
@@ -103,17 +105,23 @@ class CloudBackend(Backend):
         rewindable = body is None or isinstance(body, (bytes, bytearray))
         for attempt in range(len(RETRY_DELAYS) + 1):
             for reconnect in (False, True):
-                conn = self._conn(parts.scheme, parts.hostname, port, fresh=reconnect)
+                conn = self._conn(parts.scheme, parts.hostname, port, fresh=reconnect or _stale(self._conn(
+                    parts.scheme, parts.hostname, port)))
                 reused = conn.sock is not None
+                sent = False
                 try:
                     conn.request(method, target, body=body, headers=hdrs,
                                  encode_chunked=not rewindable)
+                    sent = True
                     resp = conn.getresponse()
                     break
                 except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
                         http.client.CannotSendRequest, http.client.ResponseNotReady) as e:
                     conn.close()
-                    if reused and not reconnect and rewindable:
+                    # Resend only what cannot have been acted on twice: a request that never left,
+                    # or an idempotent one. A POST whose answer was lost may have been executed.
+                    safe = not sent or method in IDEMPOTENT
+                    if reused and not reconnect and rewindable and safe:
                         continue
                     raise E.NetworkError(f"Connection to {parts.scheme}://{parts.netloc} failed: {e}") from None
                 except ConnectionRefusedError:
@@ -198,8 +206,14 @@ class CloudBackend(Backend):
             raise self._error(resp.status, resp.read(), resp.getheader("Content-Type", ""), url)
         n = 0
         while True:
-            chunk = resp.read1(65536)
+            try:
+                chunk = resp.read1(65536)
+            except (http.client.HTTPException, OSError) as e:
+                resp.close()
+                raise E.NetworkError(f"The stream {url.split('?')[0]} broke off after {n} bytes: "
+                                     f"{type(e).__name__}") from None
             if not chunk:
+                resp.close()  # releases the keep-alive connection for the next request
                 break
             n += len(chunk)
             if out is not None:
@@ -465,9 +479,10 @@ class CloudBackend(Backend):
         """The hosted three-step build (wire doc §4.14): init, upload the archive, finalize.
 
         ``build`` is a mapping with ``init`` (the build-init body), ``archive`` (tar.gz bytes) and
-        ``finalize`` (the finalize body)."""
+        ``finalize`` (the finalize body); localsb.cli.snapshot_build.SnapshotBuild is one."""
         org = self._org(org_id)
-        init = self._c("POST", "/sandbox/snapshots/build", org, body=build["init"])["data"]
+        init_body = build["init"]
+        init = self._c("POST", "/sandbox/snapshots/build", org, body=init_body)["data"]
         if init.get("unchanged"):
             return init
         snapshot_id = init["snapshotId"]
@@ -479,8 +494,10 @@ class CloudBackend(Backend):
         else:
             self._c("PUT", f"/sandbox/snapshots/{quote(snapshot_id)}/upload", org, raw=archive,
                     content_type="application/gzip")
-        return self._c("POST", f"/sandbox/snapshots/{quote(snapshot_id)}/finalize", org,
+        info = self._c("POST", f"/sandbox/snapshots/{quote(snapshot_id)}/finalize", org,
                        body=build["finalize"])["data"]
+        info["runtime"] = init_body.get("runtime")  # as the local backend reports it
+        return info
 
     # files ---------------------------------------------------------------------------------------
     def fs_write(self, sandbox_id: str, files: list, *, org_id=None) -> dict:
@@ -531,6 +548,19 @@ class CloudBackend(Backend):
         for conn in self._conns.by_origin.values():
             conn.close()
         self._conns.by_origin.clear()
+
+
+def _stale(conn: http.client.HTTPConnection) -> bool:
+    """An idle keep-alive socket that is readable has been closed by the server (or holds junk):
+    open a fresh one before sending, rather than learn it from a lost request."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def _chunks(src, size: int = 1 << 16):

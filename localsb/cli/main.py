@@ -31,7 +31,7 @@ def build_parser(lazy: bool = False) -> tree.Parser:
     ``lazy``: leave command groups unbuilt until a command line walks into them (main() does).
     """
     from localsb import __version__
-    from .commands import doctor, sandbox, ssh
+    from .commands import doctor, sandbox, ssh, ssh_key
 
     top = tree.Parser(prog="localsb", parents=[tree.GLOBALS],
                       description="The Agentuity cloud sandbox command set on this machine.\n"
@@ -56,6 +56,7 @@ def build_parser(lazy: bool = False) -> tree.Parser:
     ssh.register(cloud_sub)
     tree.share(sub, "sandbox", sb, aliases=["sb"], help="Short form of 'cloud sandbox'")
     doctor.register(sub)
+    ssh_key.register(sub)
     if not lazy:
         tree.build_all(top)
     return top

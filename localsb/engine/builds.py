@@ -77,17 +77,24 @@ class BuildsMixin:
         row = self._building_row(snapshot_id, org_id)
         body = body if isinstance(body, dict) else {}
         deps = body.get("dependencies") or []
-        if deps:
+        try:
+            rt = runtimes.resolve(runtime_id=row["runtime_id"]) if row["runtime_id"] else runtimes.resolve("base")
+            deps = runtimes.check_dependencies(rt, deps)
+        except BaseException:
             self._abort_build(snapshot_id)
-            raise E.NotAvailableYet("dependencies in snapshot builds are not available yet in localsb")
+            raise
         archive = self._upload_path(snapshot_id)
         if not os.path.exists(archive):
             raise E.ValidationError(f"Snapshot {snapshot_id}: no archive was uploaded before finalize")
-        from .images import ensure_base
+        from . import images
         volume = os.path.join(self.pool.root, "snapshots", snapshot_id)
         os.makedirs(os.path.dirname(volume), exist_ok=True)
         try:
-            self.pool.snapshot(ensure_base(self.pool), volume, read_only=False)
+            logs = os.path.join(self.state_dir, "logs")
+            # the requested runtime's image (built on first use), or its cached dependency layer
+            image = (images.ensure_deps(self.pool, rt["name"], deps, log_dir=logs) if deps
+                     else images.ensure_image(self.pool, rt["name"], log_dir=logs))
+            self.pool.snapshot(image, volume, read_only=False)
             root = os.path.join(volume, "root")
             with open(archive, "rb") as fh:
                 files.fs_upload(root, "/home/agentuity", "tar.gz", fh, spool_dir=os.path.dirname(archive))

@@ -24,6 +24,7 @@ from .checkpoints import CheckpointsMixin
 from .clock import Clock
 from .fsops import FsMixin
 from .jobs import JobsMixin
+from .network import NetworkMixin
 from .snapshots import SnapshotsMixin
 from .output import mark_done, out_paths, pump
 from .store import Store, dumps, loads, proc_start_time, process_alive
@@ -40,7 +41,7 @@ def default_state_dir() -> str:
                                               else os.path.expanduser("~/.local/share/localsb"))
 
 
-class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, Backend):
+class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, NetworkMixin, Backend):
     name = "local"
 
     def __init__(self, state_dir: str | None = None, clock: Clock | None = None, repair: bool = True):
@@ -97,20 +98,24 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
     # create --------------------------------------------------------------------------------------
     def _check_features(self, spec: CreateSpec) -> dict:
         spec.validate()
-        if spec.dependencies:
-            raise E.NotAvailableYet("--dependency is not available yet in localsb (planned: apt packages "
-                                    "installed into the sandbox from a cached layer)")
         if spec.packages:
             raise E.NotAvailableYet("packages are not available yet in localsb")
-        if spec.port is not None:
-            raise E.NotAvailableYet("--port is not available yet in localsb (planned: a local HTTP gateway)")
-        if spec.network:
-            raise E.NotAvailableYet("--network is not available yet in localsb: sandboxes have loopback only")
+        if spec.network or spec.port is not None:
+            from localsb.linux.netns import nft_available
+            if not nft_available():
+                raise E.NotSupported("--network and --port need nftables on this machine (libnftables or nft: "
+                                     "apt-get install nftables)")
         if spec.snapshot:
-            return self._snapshot_source(spec.snapshot, spec.org_id)
-        rt = runtimes.resolve(spec.runtime, spec.runtime_id)
-        runtimes.require_buildable(rt)
-        return {"runtime": rt, "snapshot": None}
+            source = self._snapshot_source(spec.snapshot, spec.org_id)
+        else:
+            # --dependency without --runtime: Debian 12, since apt cannot install into base
+            default = runtimes.DEFAULT_WITH_DEPENDENCIES if spec.dependencies else None
+            rt = runtimes.resolve(spec.runtime or (None if spec.runtime_id else default), spec.runtime_id)
+            runtimes.require_buildable(rt)
+            source = {"runtime": rt, "snapshot": None}
+        if spec.dependencies:
+            source["dependencies"] = runtimes.check_dependencies(source["runtime"], spec.dependencies)
+        return source
 
     def _limits(self, spec: CreateSpec):
         from localsb.linux.cgroups import Limits
@@ -143,10 +148,19 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
         })
 
     def _image_for(self, source: dict) -> str:
+        """The image volume a sandbox snapshots: a snapshot's, or its runtime's (built on first use),
+        or the cached dependency layer over either."""
+        from . import images
+        logs = os.path.join(self.state_dir, "logs")
+        deps = source.get("dependencies")
         if source.get("volume"):
+            if deps:
+                return images.ensure_deps(self.pool, source["runtime"]["name"], deps, base_volume=source["volume"],
+                                          key=source["snapshot"]["id"], log_dir=logs)
             return source["volume"]
-        from .images import ensure_base
-        return ensure_base(self.pool)
+        if deps:
+            return images.ensure_deps(self.pool, source["runtime"]["name"], deps, log_dir=logs)
+        return images.ensure_image(self.pool, source["runtime"]["name"], log_dir=logs)
 
     def _prepare(self, sandbox_id: str, spec: CreateSpec, source: dict):
         """Storage, files, overlay, cgroups. Returns (volume, root, cgroup); undone by _teardown."""
@@ -169,7 +183,10 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
         self.store.run("UPDATE sandboxes SET cgroup=? WHERE id=?", dumps(cg.to_dict()), sandbox_id)
         return volume, root, cg
 
-    def sandbox_create(self, spec: CreateSpec, stdin: bytes | None = None) -> dict:
+    def sandbox_create(self, spec: CreateSpec, stdin: bytes | None = None, stdin_path: str | None = None,
+                       stdin_done_path: str | None = None) -> dict:
+        """Interactive, or one-shot started in the background (mockcloud's run). A one-shot's stdin is
+        ``stdin`` bytes, or a file ``stdin_path`` that grows until ``stdin_done_path`` exists."""
         source = self._check_features(spec)
         sandbox_id = new_id("sandbox")
         spec.org_id = spec.org_id or DEFAULT_ORG
@@ -177,6 +194,8 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
         self._insert_sandbox(spec, source, sandbox_id)
         try:
             volume, root, cg = self._prepare(sandbox_id, spec, source)
+            from .network import on_create
+            on_create(self, sandbox_id, spec)
             from .supervisor import launch
             sup_pid, init_pid = launch(self, sandbox_id, root, cg)
         except BaseException as exc:
@@ -191,10 +210,13 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
                                                        "resources": spec.resources(), "name": spec.name})
         self.event(sandbox_id, spec.org_id, "lifecycle:started", {"initPid": init_pid})
         result = {"sandboxId": sandbox_id, "status": "idle"}
+        if spec.port:
+            result["url"] = self.sandbox_url(sandbox_id)
         if oneshot:
             info = self._call(sandbox_id, {"op": "exec_start", "command": spec.command,
                                            "timeout": spec.execution_timeout, "timestamps": spec.timestamps,
-                                           "destroy_after": True, "stdin": (stdin or b"").decode("latin-1")})
+                                           "destroy_after": True, "stdin": (stdin or b"").decode("latin-1"),
+                                           "stdin_path": stdin_path, "stdin_done_path": stdin_done_path})
             result.update({"status": "running", "executionId": info["executionId"]})
         return result
 
@@ -219,7 +241,17 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
             stdin_fd = _fileno(stdin)
             proc = spawn.ProcSpec(list(spec.command), env=env, cwd=WORKSPACE, stdin=stdin_fd,
                                   stdout=o_w, stderr=e_w)
-            started = spawn.start(spawn.RootSpec(root, _hostname(sandbox_id)), cg.procs_files(), proc)
+            netns_fd = None
+            if spec.network:
+                # wired before the command starts: its first connect already has a route
+                from .network import prepare_run
+                netns_fd = prepare_run(self, sandbox_id, root)
+            try:
+                started = spawn.start(spawn.RootSpec(root, _hostname(sandbox_id), netns_fd=netns_fd),
+                                      cg.procs_files(), proc)
+            finally:
+                if netns_fd is not None:
+                    os.close(netns_fd)
             os.close(o_w)
             os.close(e_w)
         except BaseException as exc:
@@ -319,6 +351,11 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
                 self.cgroups.remove(cg)
             except Exception as e:  # noqa: BLE001 - teardown goes on; the next repair retries
                 _log(f"teardown {sandbox_id}: cgroup removal failed: {e}")
+        try:
+            from .network import release
+            release(self, row)  # veth, nft table, egress; gateways when it was the last user
+        except Exception as e:  # noqa: BLE001 - teardown goes on; the next repair retries
+            _log(f"teardown {sandbox_id}: network cleanup failed: {e}")
         if row["volume"]:
             rootfs.unmount_tree(os.path.join(row["volume"], "root"))
             try:
@@ -432,7 +469,8 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
         return {"sandboxes": [render.sandbox_summary(r, self.org_names) for r in rows], "total": total}
 
     def sandbox_get(self, sandbox_id, *, org_id=None, include_deleted=False) -> dict:
-        return render.sandbox_info(self._row(sandbox_id, org_id, include_deleted), self.org_names)
+        row = self._row(sandbox_id, org_id, include_deleted)
+        return render.sandbox_info(row, self.org_names, url=self.sandbox_url(row))
 
     def sandbox_status(self, sandbox_id, *, wait_for=None, wait_ms=None, org_id=None) -> dict:
         deadline = time.monotonic() + (wait_ms or 0) / 1000.0
@@ -658,12 +696,14 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
 
     def runtime_build(self, name: str) -> dict:
         """Build a runtime's image ahead of its first use."""
-        rt = runtimes.resolve(name)
+        rt = runtimes.resolve_ref(name)
         runtimes.require_buildable(rt)
-        from .images import ensure_base
+        from . import images
         t = time.monotonic()
-        path = ensure_base(self.pool)
-        return {**runtimes.wire(rt, True), "image": path, "durationMs": int((time.monotonic() - t) * 1000)}
+        path = images.ensure_image(self.pool, rt["name"], log_dir=os.path.join(self.state_dir, "logs"))
+        info = images.image_info(path)
+        return {**runtimes.wire(rt, True), "image": path, "version": info.get("version"),
+                "sizeBytes": info.get("sizeBytes"), "durationMs": int((time.monotonic() - t) * 1000)}
 
     # stats ---------------------------------------------------------------------------------------
     def stats(self, *, org_id=None, start=None, end=None) -> dict:

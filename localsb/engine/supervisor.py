@@ -77,7 +77,7 @@ def launch(engine, sandbox_id: str, root: str, cg) -> tuple[int, int]:
             engine.state_dir, sandbox_id, root, json.dumps(cg.to_dict()), str(w)]
     env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "PATH": os.environ.get("PATH", ""),
            "PYTHONDONTWRITEBYTECODE": "1"}
-    for key in ("LOCALSB_TEST_CLOCK_FILE", "LOCALSB_STORAGE"):
+    for key in ("LOCALSB_TEST_CLOCK_FILE", "LOCALSB_STORAGE", "LOCALSB_DNS_SERVERS"):
         if key in os.environ:
             env[key] = os.environ[key]
     pid = os.fork()
@@ -216,6 +216,7 @@ class Supervisor:
         self.pidfd = None
         self.seq = 0
         self.restarting = False
+        self.finishing = False
 
     # lifecycle -----------------------------------------------------------------------------------
     def start(self, report_fd):
@@ -230,6 +231,10 @@ class Supervisor:
                                        self.cg.procs_files())
             os.close(self.started.status_fd)
             self.pidfd = os.pidfd_open(self.started.init_pid)
+            if self.spec.get("network"):
+                # before OK: nothing runs in the sandbox until its link, routes and egress are up
+                from .network import attach_pid
+                attach_pid(self.engine, self.sandbox_id, self.started.init_pid, self.root)
             path = self.engine.sock_path(self.sandbox_id)
             try:
                 os.unlink(path)
@@ -354,11 +359,17 @@ class Supervisor:
         return {}
 
     def _reserve(self):
+        # An execution whose command has exited is only recording its end: wait for it (briefly)
+        # rather than answer busy to a client that already saw it completed.
+        deadline = time.monotonic() + 2.0
+        while self.finishing and self.current is not None and time.monotonic() < deadline:
+            time.sleep(0.002)
         with self.lock:
             if self.stopping:
                 raise E.SandboxTerminated(self.sandbox_id, "stopping")
             if self.current is not None:
                 raise E.SandboxBusy(self.sandbox_id)
+            self.finishing = False
             exec_id = new_id("execution")
             self.current = exec_id
             self.seq += 1
@@ -409,16 +420,19 @@ class Supervisor:
             so, se, done = out_paths(self.engine.out_dir(), exec_id)
             o_r, o_w = os.pipe2(os.O_CLOEXEC)
             e_r, e_w = os.pipe2(os.O_CLOEXEC)
-            in_r = None
-            if stdin_data:
+            in_r = in_w = None
+            if stdin_data or msg.get("stdin_path"):
                 in_r, in_w = os.pipe2(os.O_CLOEXEC)
-                threading.Thread(target=_feed, args=(in_w, stdin_data), daemon=True).start()
             waiter = spawn.enter(self.pidfd, child_cg.procs_files(),
                                  spawn.ProcSpec(list(command), env=env, cwd="/home/agentuity", stdin=in_r,
                                                 stdout=o_w, stderr=e_w))
             for fd in (o_w, e_w, in_r):
                 if fd is not None:
                     os.close(fd)
+            if in_w is not None:
+                # started after the fork, so no other process holds the write end
+                threading.Thread(target=_feed, args=(in_w, stdin_data, msg.get("stdin_path"),
+                                                     msg.get("stdin_done_path")), daemon=True).start()
             state = {"status": None, "timed_out": False}
             deadline = time.monotonic() + timeout if timeout else None
 
@@ -443,6 +457,7 @@ class Supervisor:
             while not exited():
                 check_deadline()
                 time.sleep(0.005)
+            self.finishing = True
             code = spawn.status_to_exit_code(state["status"])
             oom = self._oom_delta()
             if state["timed_out"]:
@@ -606,9 +621,28 @@ class Supervisor:
         return render.job_info(self.store.one("SELECT * FROM jobs WHERE id=?", job_id))
 
 
-def _feed(fd, data):
+def _feed(fd, data, path=None, done_path=None, limit=600.0):
+    """Write stdin bytes, or tail a file that grows until ``done_path`` exists, then close."""
     try:
-        os.write(fd, data)
+        if data:
+            os.write(fd, data)
+        if path:
+            pos, deadline = 0, time.monotonic() + limit
+            while time.monotonic() < deadline:
+                finished = done_path is None or os.path.exists(done_path)
+                try:
+                    with open(path, "rb") as fh:
+                        fh.seek(pos)
+                        chunk = fh.read()
+                except FileNotFoundError:
+                    chunk = b""
+                if chunk:
+                    os.write(fd, chunk)
+                    pos += len(chunk)
+                elif finished:
+                    break
+                else:
+                    time.sleep(0.01)
     except OSError:
         pass
     finally:
@@ -648,6 +682,9 @@ def _restore_volume(sup: "Supervisor", msg, fds):
         sup.started = spawn.start(spawn.RootSpec(sup.root, sup.sandbox_id.replace("_", "-")), sup.cg.procs_files())
         os.close(sup.started.status_fd)
         sup.pidfd = os.pidfd_open(sup.started.init_pid)
+        if sup.spec.get("network"):
+            from .network import reattach  # the new init has a new netns: link it anew
+            reattach(sup.engine, sup.sandbox_id, sup.started.init_pid, sup.root)
         sup.store.run("UPDATE sandboxes SET init_pid=?, status='idle', paused_at=NULL, updated_at=?, last_activity=? "
                       "WHERE id=?", sup.started.init_pid, time.time(), sup.engine.clock.now(), sup.sandbox_id)
         return {}

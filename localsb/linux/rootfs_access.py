@@ -177,6 +177,29 @@ def open_beneath(dir_fd: int, rel: str, flags: int, mode: int = 0) -> int:
     return openat2(dir_fd, rel, flags, mode, STRICT_BENEATH)
 
 
+def reopen(fd: int, flags: int) -> int:
+    """open(2) of ``/proc/self/fd/N``: a new open file of the very inode an O_PATH descriptor
+    holds. Used to open content only after fstat has shown a regular file (opening a device node
+    can act on the host; opening a fifo blocks), with no path lookup the sandbox could race."""
+    return os.open(f"/proc/self/fd/{fd}", flags | os.O_CLOEXEC | os.O_NOCTTY)
+
+
+def open_regular_at(dir_fd: int, name: str, flags: int = os.O_RDONLY):
+    """Open regular file ``name`` of ``dir_fd`` (one component, never followed): O_PATH, fstat,
+    then reopen. Returns (fd, stat) or None when it is gone or not a regular file."""
+    try:
+        pfd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(pfd)
+        if not st_.S_ISREG(st.st_mode):
+            return None
+        return reopen(pfd, flags), st
+    finally:
+        os.close(pfd)
+
+
 def scandir_sorted(dir_fd: int) -> list:
     """getdents64(2) via os.scandir on a dup of ``dir_fd``: the directory's entries, sorted."""
     with os.scandir(dir_fd) as it:
@@ -327,6 +350,64 @@ class RootedFS:
                 self.chown_new(fd)
         return fd
 
+    def open_regular(self, path, flags: int = os.O_RDONLY) -> tuple[int, os.stat_result, str]:
+        """Open regular file ``path`` (symlinks followed inside the root) for its content:
+        openat2(O_PATH), fstat, then reopen, so a directory, device node or fifo is refused
+        before it is ever opened. Returns (fd, stat, abs_path)."""
+        abs_path = self.resolve(path)
+        pfd = self._open(abs_path, os.O_PATH)
+        try:
+            st = os.fstat(pfd)
+            if st_.S_ISDIR(st.st_mode):
+                raise ValidationError(f"Is a directory: {abs_path}", path=abs_path)
+            if not st_.S_ISREG(st.st_mode):
+                raise ValidationError(f"Not a regular file: {abs_path}", path=abs_path)
+            try:
+                return reopen(pfd, flags), st, abs_path
+            except OSError as exc:
+                raise fs_error(exc, abs_path) from None
+        finally:
+            os.close(pfd)
+
+    def open_for_write(self, path, mode: int = 0o644) -> tuple[int, str]:
+        """Open ``path`` for writing from offset 0, truncated: an existing regular file (found
+        through openat2 O_PATH + fstat, then reopened), or a new one (O_CREAT|O_EXCL, chowned to
+        the sandbox owner). Anything else is refused without being opened. -> (fd, abs_path)"""
+        abs_path = self.resolve(path)
+        if abs_path == "/":
+            raise ValidationError("Is a directory: /", path="/")
+        for _ in range(8):
+            try:
+                fd, _st, _ = self.open_regular(abs_path, os.O_WRONLY | os.O_TRUNC)
+                return fd, abs_path
+            except FileNotFoundInSandbox as exc:
+                if exc.details.get("path") != abs_path:
+                    raise
+            try:
+                fd = openat2(self.root_fd, abs_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                             | os.O_NOCTTY, mode, IN_ROOT)
+            except OSError as exc:
+                if exc.errno != errno.EEXIST:
+                    raise fs_error(exc, abs_path) from None
+                try:    # a dangling symlink: create what it names, inside the root
+                    fd = openat2(self.root_fd, abs_path, os.O_WRONLY | os.O_CREAT | os.O_NOCTTY
+                                 | os.O_NONBLOCK, mode, IN_ROOT)
+                except OSError as exc2:
+                    if exc2.errno == errno.EEXIST:
+                        continue    # raced: look again
+                    raise fs_error(exc2, abs_path) from None
+                st = os.fstat(fd)
+                if not st_.S_ISREG(st.st_mode):
+                    os.close(fd)
+                    raise ValidationError(f"Not a regular file: {abs_path}", path=abs_path)
+                os.ftruncate(fd, 0)
+                if st.st_size == 0 and st.st_uid == os.geteuid():
+                    self.chown_new(fd)
+                return fd, abs_path
+            self.chown_new(fd)
+            return fd, abs_path
+        raise fs_error(OSError(errno.EAGAIN, "changed while opening"), abs_path)
+
     def open_dir(self, path) -> int:
         """openat2(RESOLVE_IN_ROOT) ``path`` as a directory (O_RDONLY|O_DIRECTORY)."""
         return self._open(self.resolve(path), os.O_RDONLY | os.O_DIRECTORY)
@@ -388,20 +469,24 @@ class RootedFS:
                 return []
             raise AlreadyExists("File exists: /", path="/")
         created: list[str] = []
-        self._mkdir(abs_path, mode, parents, exist_ok or parents, created)
+        if not parents:
+            self._mkdir_one(abs_path, mode, exist_ok, created)
+            return created
+        try:
+            if st_.S_ISDIR(self.stat(abs_path).st_mode):
+                return created      # the common case of fs_write: nothing to make
+        except LocalsbError:
+            pass
+        # top down, one component at a time (iterative: a path may have ~2000 components)
+        parts = abs_path.strip("/").split("/")
+        for i in range(1, len(parts) + 1):
+            self._mkdir_one("/" + "/".join(parts[:i]), mode if i == len(parts) else 0o755,
+                            True, created)
         return created
 
-    def _mkdir(self, abs_path, mode, parents, exist_ok, created):
+    def _mkdir_one(self, abs_path: str, mode: int, exist_ok: bool, created: list) -> None:
         parent, name = posixpath.split(abs_path)
-        try:
-            pfd = openat2(self.root_fd, parent, os.O_PATH | os.O_DIRECTORY, 0, IN_ROOT)
-        except OSError as exc:
-            if exc.errno == errno.ENOENT and parents and parent != "/":
-                self._mkdir(parent, 0o755, parents, True, created)
-                pfd = self._open(parent, os.O_PATH | os.O_DIRECTORY)
-            else:
-                raise fs_error(exc, parent if exc.errno in (errno.ENOENT, errno.ENOTDIR)
-                               else abs_path) from None
+        pfd = self._open(parent, os.O_PATH | os.O_DIRECTORY)
         try:
             try:
                 os.mkdir(name, mode, dir_fd=pfd)
@@ -479,10 +564,9 @@ class RootedFS:
 
     # listing ------------------------------------------------------------------------------------
     def listdir(self, path=".") -> list[dict]:
-        """FileInfo dicts for the entries of directory ``path`` (a file: itself), sorted by name.
-
-        Entries are lstat'ed (fstatat AT_SYMLINK_NOFOLLOW) and links read with readlinkat(2) in
-        the directory descriptor, so a symlink is reported as such, never followed.
+        """getdents64(2), fstatat(AT_SYMLINK_NOFOLLOW) and readlinkat(2) in an openat2
+        (RESOLVE_IN_ROOT) directory descriptor: FileInfo dicts for the entries of directory
+        ``path`` (a file lists as itself), sorted by name; a symlink is reported, never followed.
         """
         abs_path = self.resolve(path)
         try:
@@ -509,11 +593,14 @@ class RootedFS:
         return out
 
     def walk(self, path=".") -> Iterator[WalkEntry]:
-        """Yield every entry below directory ``path`` depth-first, a directory before its
-        contents, names sorted. ``path`` itself is resolved with openat2(RESOLVE_IN_ROOT) (a
-        symlink to a directory is followed, inside the root); below it nothing is followed and
-        other mounts are listed but not entered. If ``path`` is not a directory, the single entry
-        is yielded (rel = its basename; a symlink stays a symlink).
+        """getdents64(2) and fstatat(2) through openat2 descriptors: yield every entry below
+        directory ``path`` depth-first, a directory before its contents, names sorted.
+
+        ``path`` itself is resolved with RESOLVE_IN_ROOT (a symlink to a directory is followed,
+        inside the root); each step below it with RESOLVE_BENEATH|NO_SYMLINKS|NO_XDEV, so nothing
+        is followed and other mounts are listed but not entered. Iterative (one descriptor per
+        level). If ``path`` is not a directory, the single entry is yielded (rel = its basename;
+        a symlink stays a symlink).
         """
         abs_path = self.resolve(path)
         try:
@@ -523,7 +610,8 @@ class RootedFS:
                 raise fs_error(exc, abs_path) from None
             yield from self._walk_single(abs_path)
             return
-        stack: list[list] = [[top, scandir_sorted(top), ""]]
+        # each level's entries are kept in reverse order, so that pop() takes the next one
+        stack: list[list] = [[top, scandir_sorted(top)[::-1], ""]]
         try:
             while stack:
                 fd, pending, prefix = stack[-1]
@@ -531,7 +619,7 @@ class RootedFS:
                     os.close(fd)
                     stack.pop()
                     continue
-                ent = pending.pop(0)
+                ent = pending.pop()
                 rel = prefix + ent.name
                 try:
                     st = ent.stat(follow_symlinks=False)
@@ -551,7 +639,7 @@ class RootedFS:
                     raise fs_error(exc, posixpath.join(abs_path, rel)) from None
                 yield WalkEntry(rel, ent.name, fd, st)
                 try:
-                    entries = scandir_sorted(child)
+                    entries = scandir_sorted(child)[::-1]
                 except OSError as exc:
                     os.close(child)
                     raise fs_error(exc, posixpath.join(abs_path, rel)) from None

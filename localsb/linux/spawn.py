@@ -35,6 +35,7 @@ class RootSpec:
     hostname: str
     tmp_size: str = "1g"
     readonly_paths: tuple = ()  # paths inside the root to bind read-only
+    netns_fd: int | None = None  # join this network namespace (made and wired beforehand) instead of a new one
 
 
 @dataclass
@@ -259,7 +260,11 @@ def start(spec: RootSpec, cgroup_procs: list, proc: ProcSpec | None = None,
         try:
             os.close(r)
             _join_cgroups(cgroup_procs)
-            sc.unshare(sc.SANDBOX_NAMESPACES)
+            if spec.netns_fd is not None:
+                sc.setns(spec.netns_fd, sc.CLONE_NEWNET)
+                sc.unshare(sc.SANDBOX_NAMESPACES & ~sc.CLONE_NEWNET)
+            else:
+                sc.unshare(sc.SANDBOX_NAMESPACES)
             init = os.fork()
             if init == 0:
                 _init_main(spec, w, proc)
@@ -349,8 +354,10 @@ def enter(init_pidfd: int, cgroup_procs: list, proc: ProcSpec) -> int:
         child = os.fork()
         if child == 0:
             _exec_child(proc)
-        for fd in (proc.stdin, proc.stdout, proc.stderr):
-            if fd is not None and fd > 2:
+        # The waiter keeps nothing open: an inherited pipe end (stdin feeder, client fds) would
+        # keep the command from seeing EOF or the caller's pump from ending.
+        for fd in _open_fds():
+            if fd > 2:
                 try:
                     os.close(fd)
                 except OSError:

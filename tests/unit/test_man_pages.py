@@ -22,7 +22,7 @@ STALE = "man pages are stale: run scripts/gen-man"
 
 LOCALSB_PAGES = ["localsb", "localsb-sandbox", "localsb-fs", "localsb-snapshot", "localsb-checkpoint",
                  "localsb-execution", "localsb-job", "localsb-runtime", "localsb-env", "localsb-events",
-                 "localsb-stats", "localsb-ssh", "localsb-doctor"]
+                 "localsb-stats", "localsb-ssh", "localsb-ssh-key", "localsb-doctor"]
 ALL_PAGES = LOCALSB_PAGES + ["mockcloud"]
 SECTIONS = ["NAME", "SYNOPSIS", "DESCRIPTION", "EXIT STATUS", "ENVIRONMENT", "FILES", "EXAMPLES", "SEE ALSO"]
 ENV_VARS = ["LOCALSB_HOME", "LOCALSB_BACKEND", "LOCALSB_STORAGE", "LOCALSB_POOL_SIZE", "AGENTUITY_API_URL",

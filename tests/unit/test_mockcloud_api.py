@@ -21,6 +21,9 @@ from mockcloud.routes import ROUTES
 from mockcloud.store import Store
 from tests.fakes.memory_engine import MemoryEngine
 
+# a hang (a stream that never ends) must fail the test, not the run
+pytestmark = pytest.mark.timeout(120)
+
 
 class Client:
     def __init__(self, url: str, key: str | None):

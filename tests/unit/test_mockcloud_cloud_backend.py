@@ -18,6 +18,9 @@ from mockcloud.app import ThreadedServer, make_app
 from mockcloud.store import Store
 from tests.fakes.memory_engine import MemoryEngine
 
+# a hang (a stream that never ends) must fail the test, not the run
+pytestmark = pytest.mark.timeout(120)
+
 
 @pytest.fixture
 def env(tmp_path):

@@ -1,0 +1,37 @@
+#!/bin/sh
+# Install the official Agentuity CLI (@agentuity/cli@2.0.21) and the bun runtime it needs into a
+# private directory with npm, for the tests that run the official CLI against mockcloud
+# (reference/official-cli-wire.md §1.1). A local (non-global) install never runs the CLI's update
+# check. Idempotent: a complete install is left alone. Prints the bin directory on stdout.
+#
+# usage: scripts/install-official-cli.sh [DIR]      (default /opt/localsb-official-cli)
+set -eu
+
+CLI_VERSION="2.0.21"
+DIR="${1:-${LOCALSB_OFFICIAL_CLI_DIR:-/opt/localsb-official-cli}}"
+BIN="$DIR/node_modules/.bin"
+
+installed_version() {
+    # The package's own manifest says what is installed; no network needed.
+    node -e "process.stdout.write(require('$DIR/node_modules/@agentuity/cli/package.json').version)" 2>/dev/null || true
+}
+
+if [ -x "$BIN/agentuity" ] && [ -x "$BIN/bun" ] && [ "$(installed_version)" = "$CLI_VERSION" ]; then
+    echo "$BIN"
+    exit 0
+fi
+
+command -v npm >/dev/null 2>&1 || { echo "install-official-cli: npm not found (apt-get install npm)" >&2; exit 1; }
+
+mkdir -p "$DIR"
+if [ ! -f "$DIR/package.json" ]; then
+    printf '{\n  "name": "localsb-official-cli",\n  "private": true\n}\n' > "$DIR/package.json"
+fi
+# npm's own output goes to stderr so that stdout carries only the bin path.
+( cd "$DIR" && npm install --no-audit --no-fund --loglevel=error "@agentuity/cli@$CLI_VERSION" bun ) >&2
+
+if [ ! -x "$BIN/agentuity" ] || [ ! -x "$BIN/bun" ]; then
+    echo "install-official-cli: npm finished but $BIN/agentuity or $BIN/bun is missing" >&2
+    exit 1
+fi
+echo "$BIN"
