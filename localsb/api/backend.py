@@ -154,6 +154,14 @@ class Backend(abc.ABC):
     def fs_write(self, sandbox_id: str, files: list, *, org_id=None) -> dict:
         raise NotImplementedError
 
+    def fs_write_stream(self, sandbox_id: str, path: str, src: BinaryIO, *, org_id=None) -> int:
+        """Write one file from a stream; returns its size. The hosted API takes files as base64 in
+        JSON, so the default reads the whole stream; backends that can stream override it."""
+        from .models import FileSpec
+        content = src.read()
+        self.fs_write(sandbox_id, [FileSpec(path, content)], org_id=org_id)
+        return len(content)
+
     def fs_read(self, sandbox_id: str, path: str, out: BinaryIO, *, org_id=None) -> int:
         raise NotImplementedError
 

@@ -22,6 +22,10 @@ class FsMixin:
     def fs_write(self, sandbox_id, files_, *, org_id=None) -> dict:
         return files.fs_write(self._fs_root(sandbox_id, org_id), files_)
 
+    def fs_write_stream(self, sandbox_id, path, src, *, org_id=None) -> int:
+        """Streamed: memory stays flat for a file of any size (parents made like mkdir -p)."""
+        return files.fs_write_file(self._fs_root(sandbox_id, org_id), path, src)
+
     def fs_read(self, sandbox_id, path, out, *, org_id=None) -> int:
         return files.fs_read(self._fs_root(sandbox_id, org_id), path, out)
 

@@ -287,17 +287,14 @@ def cp(ctx):
 def _upload_file(ctx, local: str, sandbox_id: str, remote: str) -> dict:
     import os
 
-    from localsb.api.models import FileSpec
-
     target = remote + os.path.basename(local) if (not remote or remote.endswith("/")) else remote
     if ctx.args.strict:
         _check_parent(ctx, sandbox_id, target)
     with open(local, "rb") as fh:
-        content = fh.read()
-    ctx.backend.fs_write(sandbox_id, [FileSpec(target, content)], org_id=ctx.org_id)
+        size = ctx.backend.fs_write_stream(sandbox_id, target, fh, org_id=ctx.org_id)
     if not ctx.out.json_mode:
-        ctx.out.success(f"Copied {local} → {sandbox_id}:{target} ({len(content)} bytes)")
-    return {"source": local, "destination": f"{sandbox_id}:{target}", "bytesTransferred": len(content),
+        ctx.out.success(f"Copied {local} → {sandbox_id}:{target} ({size} bytes)")
+    return {"source": local, "destination": f"{sandbox_id}:{target}", "bytesTransferred": size,
             "filesTransferred": 1, "directoriesCreated": implied_dirs([target]) or None}
 
 
