@@ -87,7 +87,8 @@ EXPECT_KEYS = {"exit", "stdout", "stderr", "stdout_has", "stderr_has", "stdout_l
                "json", "stderr_json", "files"}
 STEP_KEYS = EXPECT_KEYS | {"cmd", "stdin", "env", "capture", "vary", "vary_text", "drop", "drop_lines", "why",
                            "poll", "background", "wait", "sleep", "note", "group", "save_stdout", "http"} | set(RUNNER_KINDS)
-RUNNER_KEYS = EXPECT_KEYS | {"skip", "differs", "why", "env", "vary", "vary_text", "drop", "drop_lines", "cmd"}
+RUNNER_KEYS = EXPECT_KEYS | {"skip", "differs", "why", "env", "vary", "vary_text", "drop", "drop_lines", "cmd",
+                             "note"}
 VAR_RE = re.compile(r"\$\{?([A-Z][A-Z0-9_]*)\}?")
 
 

@@ -40,5 +40,13 @@ def report(engine) -> dict:
     d["seccomp"] = security.seccomp_available()
     d["isolation"] = ("root with a reduced capability bounding set, no_new_privs, seccomp deny list "
                       "and the devices cgroup (no user namespace: the base runtime shares the host's /usr)")
-    d["network"] = "loopback only (--network, --port: not available yet)"
+    try:
+        from localsb.linux import netns
+        nft = netns.nft_available()
+    except Exception:  # noqa: BLE001
+        nft = False
+    d["network"] = ("default: loopback only; --network: veth + nftables redirect to a host-side relay "
+                    "(host forwarding stays off)" if nft else "default: loopback only; --network needs "
+                    "nftables (libnftables), which this host lacks")
+    d["ports"] = "local HTTP gateway routing <name>-<id>.localhost:<port> to the sandbox's port"
     return d

@@ -100,8 +100,8 @@ class Daemon:
                 pid = self._spawn(sock.fileno())
             finally:
                 sock.close()
-            port = sock_port = self._bound_port
-            info = {"pid": pid, "start": proc_start_time(pid), "port": sock_port}
+            port = self._bound_port
+            info = {"pid": pid, "start": proc_start_time(pid), "port": port}
             tmp = self.info_path + ".tmp"
             with open(tmp, "w") as fh:
                 json.dump(info, fh)

@@ -47,6 +47,7 @@ LINK_BASE = (169 << 24) | (254 << 16) | (64 << 8)   # 169.254.64.0
 LINK_SLOTS = 4096                                    # /30s in 169.254.64.0/18
 HOST_LOCK = "/run/lock/localsb-net.lock"             # host-wide: address allocation is host-wide
 LIVE = ("creating", "idle", "running", "paused", "suspended")
+REFUSED_NETS = "0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/3"  # this-net, loopback, link-local, multicast+
 _local_egress: dict = {}                             # sandbox id -> Egress in this process
 
 
@@ -160,7 +161,7 @@ def _ruleset(table: str, ifname: str, host_ip: str, egress: "Egress") -> str:
         iifname "{ifname}" udp dport 53 redirect to :{egress.dns_port}
         iifname "{ifname}" ip daddr {host_ip} tcp dport 53 redirect to :{egress.tcp_port}
         iifname "{ifname}" ip daddr {host_ip} return
-        iifname "{ifname}" ip daddr {{ 0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/3 }} meta l4proto tcp redirect to :{egress.refuse_port}
+        iifname "{ifname}" ip daddr {{ {REFUSED_NETS} }} meta l4proto tcp redirect to :{egress.refuse_port}
         iifname "{ifname}" fib daddr type local meta l4proto tcp redirect to :{egress.refuse_port}
         iifname "{ifname}" meta l4proto tcp redirect to :{egress.tcp_port}
     }}
@@ -178,8 +179,14 @@ def _write_resolv_conf(root: str, host_ip: str) -> None:
     """The sandbox's /etc/resolv.conf names the host end (its queries are redirected to the
     forwarder). Written through RootedFS: the root may hold symlinks planted by a snapshot."""
     from localsb.linux.rootfs_access import RootedFS
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
     with RootedFS(root) as fs:
-        fd = fs.open_file("/etc/resolv.conf", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            fd = fs.open_file("/etc/resolv.conf", flags, 0o644)
+        except E.LocalsbError:
+            # a dangling symlink (to a systemd-resolved stub, say): replace it by a file of our own
+            fs.unlink("/etc/resolv.conf")
+            fd = fs.open_file("/etc/resolv.conf", flags, 0o644)
         try:
             os.write(fd, f"# localsb --network: DNS through the host\nnameserver {host_ip}\n"
                          f"options timeout:2 attempts:3\n".encode())
@@ -437,6 +444,8 @@ class Egress:
                 return
             up = socket.create_connection(dst, timeout=self.CONNECT_TIMEOUT)
             up.settimeout(None)
+            for s in (conn, up):  # relay each write as it comes: no Nagle delay added by the hop
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             _reset(conn)
             return

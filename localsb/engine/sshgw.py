@@ -182,8 +182,9 @@ def set_winsize(fd: int, rows: int, cols: int) -> None:
 
 def enter(init_pidfd: int, cgroup_procs: list, argv: list, env: dict, cwd: str = WORKDIR, *,
           stdio: tuple | None = None, pty: tuple | None = None) -> tuple[int, int | None]:
-    """Run ``argv`` inside a sandbox, on the given stdio fds or on a new terminal of the sandbox's
-    own devpts instance (``pty=(rows, cols)``).
+    """fork(2), setns(2) through the init's pidfd, and (for a terminal) the sandbox's own /dev/ptmx
+    with TIOCSPTLCK/TIOCGPTPEER/TIOCSCTTY: run ``argv`` inside a sandbox on the given stdio fds, or
+    on a new terminal of the sandbox's devpts instance (``pty=(rows, cols)``).
 
     Forks a waiter that closes every descriptor it inherited but the ones it needs (a gateway's
     sockets and other sessions' pipes must not outlive their owners in it: a pipe whose write end

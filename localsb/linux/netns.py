@@ -202,8 +202,8 @@ def netns_fd_of(pid: int) -> int:
 
 
 def run_in_netns(netns_fd: int, fn, *args):
-    """Call ``fn(*args)`` on a fresh thread that first setns(2)es into ``netns_fd`` (CLONE_NEWNET
-    is per thread). Sockets made there keep that namespace; returns fn's result or raises its error."""
+    """setns(2) (CLONE_NEWNET, which is per thread) into ``netns_fd`` on a fresh thread and call
+    ``fn(*args)`` there. Sockets made there keep that namespace; returns fn's result or raises its error."""
     box = {}
 
     def body():
@@ -253,6 +253,7 @@ class NetnsSockets:
         self.home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
 
     def socket(self, pid: int, family=socket.AF_INET, type_=socket.SOCK_STREAM) -> socket.socket:
+        """setns(2) into /proc/<pid>/ns/net, socket(2), setns(2) back, on the calling thread."""
         fd = netns_fd_of(pid)
         try:
             sc.setns(fd, sc.CLONE_NEWNET)
@@ -264,7 +265,7 @@ class NetnsSockets:
             os.close(fd)
 
     def same_as_ours(self, pid: int) -> bool:
-        """True when ``pid`` lives in our network namespace (compared by inode of ns/net)."""
+        """stat(2) of /proc/<pid>/ns/net: True when ``pid`` lives in our network namespace (same inode)."""
         try:
             return os.stat(f"/proc/{pid}/ns/net").st_ino == os.fstat(self.home).st_ino
         except OSError:
@@ -336,8 +337,8 @@ def nft_available() -> bool:
 
 
 def nft(script: str) -> str:
-    """Run an nftables script (nft -f syntax) through libnftables, or the nft binary if the library
-    is missing; return its output; raise OSError with nft's message on failure."""
+    """libnftables nft_run_cmd_from_buffer (or ``nft -f -`` when the library is missing) on an
+    nftables script; return its output; raise OSError with nft's message on failure."""
     lib, ctx = _nft_ctx()
     if lib is not None:
         with _nft_lock:
@@ -355,7 +356,7 @@ def nft(script: str) -> str:
 
 
 def nft_table_names(family: str = "ip") -> list:
-    """The names of every nftables table of ``family`` (``list tables``)."""
+    """nftables ``list tables <family>`` -> the names of those tables."""
     out = nft(f"list tables {family}")
     return [line.split()[-1] for line in out.splitlines() if line.startswith("table ")]
 

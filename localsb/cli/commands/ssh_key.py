@@ -40,9 +40,17 @@ def _read(path: str, ctx) -> str:
     return data.decode("utf-8", "replace")
 
 
+def _backend(ctx, name):
+    """The backend's key method; a backend without one (cloud) is 'not supported' (main maps it)."""
+    fn = getattr(ctx.backend, name, None)
+    if fn is None:
+        raise NotImplementedError(name)
+    return fn
+
+
 def add(ctx):
     out = ctx.out
-    result = ctx.backend.ssh_key_add(_read(ctx.args.file, ctx))
+    result = _backend(ctx, "ssh_key_add")(_read(ctx.args.file, ctx))
     if out.json_mode:
         out.json(result)
         return 0
@@ -57,7 +65,7 @@ def list_(ctx):
     from ._common import dash
 
     out = ctx.out
-    result = ctx.backend.ssh_key_list()
+    result = _backend(ctx, "ssh_key_list")()
     keys = result.get("keys") or []
     if out.json_mode:
         out.json(result)
@@ -75,7 +83,7 @@ def list_(ctx):
 
 def remove(ctx):
     out = ctx.out
-    result = ctx.backend.ssh_key_remove(ctx.args.fingerprint)
+    result = _backend(ctx, "ssh_key_remove")(ctx.args.fingerprint)
     if out.json_mode:
         out.json(result)
     else:
