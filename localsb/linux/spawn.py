@@ -114,6 +114,7 @@ def _touch(path: str) -> None:
 def _build_root(spec: RootSpec) -> None:
     """mount(2) and pivot_root(2): runs as the new PID 1 inside fresh namespaces."""
     root = spec.root
+    sc.unshare(sc.CLONE_NEWNS)
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     sc.mount(root, root, None, sc.MS_BIND | sc.MS_REC)
     for ro in spec.readonly_paths:
@@ -260,11 +261,15 @@ def start(spec: RootSpec, cgroup_procs: list, proc: ProcSpec | None = None,
         try:
             os.close(r)
             _join_cgroups(cgroup_procs)
+            # The keeper stays in the host's mount namespace: PID 1 makes its own (in _build_root)
+            # and pivots out of the copy at once. A keeper holding a full copy of the host's mount
+            # table would pin every mount of that moment (other state dirs' btrfs pools and their
+            # loop devices) for the sandbox's whole life.
             if spec.netns_fd is not None:
                 sc.setns(spec.netns_fd, sc.CLONE_NEWNET)
-                sc.unshare(sc.SANDBOX_NAMESPACES & ~sc.CLONE_NEWNET)
+                sc.unshare(sc.SANDBOX_NAMESPACES & ~sc.CLONE_NEWNET & ~sc.CLONE_NEWNS)
             else:
-                sc.unshare(sc.SANDBOX_NAMESPACES)
+                sc.unshare(sc.SANDBOX_NAMESPACES & ~sc.CLONE_NEWNS)
             init = os.fork()
             if init == 0:
                 _init_main(spec, w, proc)
