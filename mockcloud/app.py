@@ -47,12 +47,19 @@ def status_for(err: E.LocalsbError) -> int:
         return 401
     if isinstance(err, E.Forbidden):
         return 403
+    if isinstance(err, E.SandboxTerminated):
+        # not 409: the official CLI retries 409 and then reports "busy", hiding the real reason
+        return 410
     if isinstance(err, E.Conflict):
         return 409
     if isinstance(err, E.ValidationError):
         return 400
     if isinstance(err, E.PayloadTooLarge):
         return 413
+    if isinstance(err, (E.NotAvailableYet, E.LimitNotEnforceable)):
+        # the request is understood but cannot be honoured on this host: a client error, not
+        # a 5xx that clients retry
+        return 422
     if isinstance(err, E.NotSupported):
         return 501
     return 500

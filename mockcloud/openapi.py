@@ -238,7 +238,9 @@ SCHEMAS = {
 _PARAM_RE = re.compile(r"{(\w+)(?::[^}]*)?}")
 _ERROR_STATUSES = {"400": "Bad request", "401": "Missing or invalid API key", "403": "Another organization",
                    "404": "Not found", "409": "Conflict (busy, wrong state, already exists)",
-                   "413": "Payload too large", "501": "Not supported by this server"}
+                   "410": "The sandbox has terminated", "413": "Payload too large",
+                   "422": "Understood, but this host cannot provide the feature",
+                   "501": "Not supported by this server"}
 
 
 def _operation(route) -> dict:

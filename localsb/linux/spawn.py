@@ -54,6 +54,7 @@ class Started:
     keeper_pid: int      # the caller's direct child; exits with the sandbox's PID 1
     init_pid: int        # host pid of the sandbox's PID 1
     status_fd: int       # one-shot: read_exit_status() from it
+    carry: list = field(default_factory=lambda: [b""])  # bytes read past PID 1's ready line
 
 
 def _write(fd: int, data: bytes) -> None:
@@ -63,12 +64,16 @@ def _write(fd: int, data: bytes) -> None:
         pass
 
 
-def _read_lines(fd: int, timeout: float = 10.0):
-    buf = b""
+def _read_lines(fd: int, timeout: float = 10.0, carry: list | None = None):
+    """Lines from a report pipe. ``carry`` keeps bytes read past the last line taken, so a later
+    reader of the same pipe gets them (a fast command's exit line can arrive with PID 1's ready
+    line in one read)."""
+    carry = carry if carry is not None else [b""]
     deadline = time.monotonic() + timeout
     while True:
+        buf = carry[0]
         if b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
+            line, carry[0] = buf.split(b"\n", 1)
             yield line
             continue
         import select
@@ -80,10 +85,11 @@ def _read_lines(fd: int, timeout: float = 10.0):
             continue
         chunk = os.read(fd, 4096)
         if not chunk:
-            if buf:
-                yield buf
+            if carry[0]:
+                line, carry[0] = carry[0], b""
+                yield line
             return
-        buf += chunk
+        carry[0] += chunk
 
 
 def _join_cgroups(procs_files) -> None:
@@ -299,7 +305,8 @@ def start(spec: RootSpec, cgroup_procs: list, proc: ProcSpec | None = None,
     ready = False
     try:
         # The keeper's "P<pid>" and PID 1's "R" race: wait for both.
-        for line in _read_lines(r, timeout):
+        carry = [b""]
+        for line in _read_lines(r, timeout, carry):
             if line.startswith(b"P"):
                 init_pid = int(line[1:])
             elif line == b"R":
@@ -307,7 +314,7 @@ def start(spec: RootSpec, cgroup_procs: list, proc: ProcSpec | None = None,
             elif line.startswith(b"E"):
                 raise OSError(errno.EIO, line[1:].decode(errors="replace"))
             if ready and init_pid is not None:
-                return Started(keeper, init_pid, r)
+                return Started(keeper, init_pid, r, carry)
         raise OSError(errno.EIO, "sandbox init exited during setup")
     except BaseException:
         os.close(r)
@@ -329,7 +336,7 @@ def read_exit_status(started: Started) -> int | None:
     died without reporting, e.g. killed with the whole cgroup)."""
     status = None
     try:
-        for line in _read_lines(started.status_fd, timeout=10 ** 9):
+        for line in _read_lines(started.status_fd, timeout=10 ** 9, carry=started.carry):
             if line.startswith(b"X"):
                 status = int(line[1:])
     finally:
