@@ -121,7 +121,10 @@ class Conformance:
         r = self.runners.get(runner)
         if r is None:
             return harness.RunRecord(scenario, runner, kind, error=self.server_error or f"no runner {runner}")
-        session = r.open(scenario, shared=s.heavy)
+        try:
+            session = r.open(scenario, shared=s.heavy)
+        except Exception as e:  # noqa: BLE001 - e.g. mockcloud went away
+            return harness.RunRecord(scenario, runner, kind, error=f"could not open a session: {type(e).__name__}: {e}")
         try:
             return harness.execute(s, session, kind, self.features)
         except Exception as e:  # noqa: BLE001

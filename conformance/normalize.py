@@ -49,7 +49,11 @@ STREAM_URL_LINE_RE = re.compile(r"^\s*(?:Stdout|Stderr|Stream \((?:stdout|stderr
 CLI_NAME_RE = re.compile(r"\b(?:localsb|agentuity|bunx @agentuity/cli) cloud (sandbox|sb|ssh)\b")
 # docs/divergences.md "Region": local says `local`, mockcloud and the hosted service a real region.
 REGION_KEYS = {"region"}
+# docs/divergences.md "Organizations in output": the org's name and slug depend on the client's
+# organization (local: org_local; mockcloud: one per scenario), so they are placeholders.
 ORG_NAME_KEYS = {"orgName"}
+ORG_SLUG_KEYS = {"orgSlug"}
+FULL_NAME_RE = re.compile(r"^@[^/]+/")
 
 
 class Normalizer:
@@ -145,6 +149,10 @@ class Normalizer:
                 return "<region>"
             if isinstance(v, str) and (key in ORG_NAME_KEYS or (key == "name" and parent_key == "org")):
                 return "<org-name>"
+            if isinstance(v, str) and (key in ORG_SLUG_KEYS or (key == "slug" and parent_key == "org")):
+                return "<org-slug>"
+            if isinstance(v, str) and key == "fullName":
+                v = FULL_NAME_RE.sub("@<org-slug>/", v)
             if isinstance(v, str):
                 return self.text(v, vary_text, layout=False)
             return v

@@ -56,3 +56,11 @@ def test_fork_does_not_shift_numbering():
     f = n.fork()
     f.text("sbx_bbbbbbbbbbbb")
     assert n.text("sbx_cccccccccccc") == "<sbx:2>"
+
+
+def test_organization_names_and_slugs_are_placeholders():
+    a = Normalizer().json({"orgId": "org_local", "orgName": "org_local", "fullName": "@org_local/snap:latest",
+                           "org": {"id": "org_local", "name": "org_local", "slug": "org_local"}})
+    b = Normalizer().json({"orgId": "org_x1y2z3", "orgName": "conf-cloud-s", "fullName": "@conf-cloud-s/snap:latest",
+                           "org": {"id": "org_x1y2z3", "name": "conf-cloud-s", "slug": "conf-cloud-s"}})
+    assert a == b

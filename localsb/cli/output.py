@@ -296,8 +296,9 @@ def _isatty(stream) -> bool:
         return False
 
 
-def file_tree(files: list[tuple[str, int | None]], indent: str = "  ") -> list[str]:
-    """Lines of a file tree (├── / └──), directories first, then alphabetical; files with sizes."""
+def file_tree(files: list[tuple[str, int | None]], indent: str = "  ", dir_suffix: str = "/") -> list[str]:
+    """Lines of a file tree (├── / └──), directories first, then alphabetical; files with sizes.
+    ``dir_suffix`` follows directory names (snapshot build's tree shows none)."""
     root: dict = {}
     for path, size in files:
         parts = [p for p in path.split("/") if p]
@@ -316,7 +317,7 @@ def file_tree(files: list[tuple[str, int | None]], indent: str = "  ") -> list[s
             value = node[key]
             branch = "└── " if last else "├── "
             if isinstance(value, dict):
-                lines.append(f"{prefix}{branch}{key.rstrip('/')}/")
+                lines.append(f"{prefix}{branch}{key.rstrip('/')}{dir_suffix}")
                 walk(value, prefix + ("    " if last else "│   "))
             else:
                 size = "" if value is None else f" ({format_bytes(value)})"

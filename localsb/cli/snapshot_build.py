@@ -218,15 +218,16 @@ def _check_schema(data: dict, path: str) -> None:
         raise ValidationError("At least one of dependencies, files, env, or packages must be specified")
 
 
-def substitute(values: dict, variables: dict) -> dict:
-    """${VAR} in the values only, from the --env (or --metadata) pairs; undefined is an error."""
+def substitute(values: dict, variables: dict, flag: str = "env") -> dict:
+    """${VAR} in the values only, from the --env (or --metadata) pairs; undefined is an error
+    naming the flag that would define it."""
     out = {}
     for key, value in values.items():
         def repl(m, key=key):
             name = m.group(1)
             if name not in variables:
                 raise ValidationError(f'Variable "${{{name}}}" in "{key}" is not defined. '
-                                      f"Use --env {name}=value to provide it.")
+                                      f"Use --{flag} {name}=value to provide it.")
             return variables[name]
         out[key] = _VAR_RE.sub(repl, value)
     return out
@@ -349,7 +350,7 @@ def load_build(directory: str, file: str | None = None, *, tag: str | None = Non
         description=description or data.get("description"), tag=tag or "latest", message=message,
         dependencies=list(data.get("dependencies") or []), packages=list(data.get("packages") or []),
         env=substitute(data.get("env") or {}, env_vars),
-        metadata=substitute(data.get("metadata") or {}, meta_vars),
+        metadata=substitute(data.get("metadata") or {}, meta_vars, "metadata"),
         files=files, force=force, public=public or bool(data.get("public")))
     b.content_hash = content_hash(b)
     return b

@@ -130,8 +130,9 @@ def confirm(ctx, prompt: str, cancelled: dict) -> bool:
         return True
     if ctx.out.json_mode:
         ctx.out.json(cancelled)
-    else:
-        ctx.out.info("Cancelled")
+    elif not ctx.out.quiet:
+        # The official CLI logs this through its logger (stdout, "[INFO]" prefix), not tui.info.
+        ctx.out.line("[INFO] Cancelled")
     return False
 
 

@@ -48,7 +48,7 @@ def create(ctx):
         return 0
     out.success(f"created disk checkpoint {c.get('id')} in {ms}ms")
     out.vertical([("ID", c.get("id")), ("Name", c.get("name")), ("Created At", c.get("createdAt")),
-                  ("Parent", dash(c.get("parent")))])
+                  ("Parent", dash(c.get("parent")))], pad="  ")
     return 0
 
 

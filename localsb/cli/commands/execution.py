@@ -50,7 +50,8 @@ def get(ctx):
     a, out = ctx.args, ctx.out
     e = ctx.backend.execution_get(a.execution_id, org_id=ctx.org_id)
     if out.json_mode:
-        out.json(e)
+        # The official CLI's ExecutionInfo schema has no "type": it never reaches its output.
+        out.json({k: v for k, v in e.items() if k != "type"})
         return 0
     code = e.get("exitCode")
     rows = [("Execution", out.bold(e.get("executionId", a.execution_id))), ("Sandbox", e.get("sandboxId")),
@@ -60,7 +61,6 @@ def get(ctx):
             ("Started", e.get("startedAt")), ("Completed", e.get("completedAt")), ("Error", e.get("error")),
             ("Stdout", e.get("stdoutStreamUrl")), ("Stderr", e.get("stderrStreamUrl")),
             ("Command", " ".join(e["command"]) if isinstance(e.get("command"), list) else e.get("command"))]
-    for label, value in rows:
-        if value not in (None, ""):
-            out.line(f"{label + ':':<17}{value}")
+    # The official CLI shows the fields it has as a vertical table (2-space indent).
+    out.vertical([(label, value) for label, value in rows if value not in (None, "")], pad="  ")
     return 0

@@ -332,7 +332,8 @@ def _upload_dir(ctx, local: str, sandbox_id: str, remote: str) -> dict:
     if not ctx.out.json_mode:
         ctx.out.success(f"Copied {root} → {sandbox_id}:{base} ({len(members)} files, {total} bytes)")
     targets = [posixpath.join(base, rel) for _, rel in members]
-    return {"source": local, "destination": f"{sandbox_id}:{base}", "bytesTransferred": total,
+    # The official CLI reports the local side as an absolute path (human and --json alike).
+    return {"source": root, "destination": f"{sandbox_id}:{base}", "bytesTransferred": total,
             "filesTransferred": len(members), "directoriesCreated": implied_dirs(targets) or None}
 
 
@@ -354,7 +355,7 @@ def _download_file(ctx, sandbox_id: str, remote: str, local: str) -> dict:
         n = os.path.getsize(target)
     if not ctx.out.json_mode:
         ctx.out.success(f"Copied {sandbox_id}:{remote} → {target} ({n} bytes)")
-    return {"source": f"{sandbox_id}:{remote}", "destination": local, "bytesTransferred": n,
+    return {"source": f"{sandbox_id}:{remote}", "destination": target, "bytesTransferred": n,
             "filesTransferred": 1}
 
 
@@ -379,5 +380,5 @@ def _download_dir(ctx, sandbox_id: str, remote: str, local: str) -> dict:
             tar.extractall(target, members=members, filter="data")
     if not ctx.out.json_mode:
         ctx.out.success(f"Copied {sandbox_id}:{remote} → {target} ({files} files, {total} bytes)")
-    return {"source": f"{sandbox_id}:{remote}", "destination": local, "bytesTransferred": total,
+    return {"source": f"{sandbox_id}:{remote}", "destination": target, "bytesTransferred": total,
             "filesTransferred": files}

@@ -68,7 +68,6 @@ def create(ctx):
         return 0
     out.success(f"Created job {j.get('jobId')}")
     out.info(f"Status: {j.get('status')}")
-    out.err_line(out.muted(f"Use '{PREFIX} job get {a.sandbox_id} {j.get('jobId')}' to check status"))
     return 0
 
 
@@ -188,7 +187,8 @@ def logs(ctx):
         if out.json_mode:
             stamp = dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="milliseconds")
             out.write(_json.dumps({"timestamp": stamp.replace("+00:00", "Z"), "stream": stream,
-                                   "message": text}, ensure_ascii=False) + "\n")
+                                   "message": text}, ensure_ascii=False,
+                                  separators=(",", ":")) + "\n")  # JSON.stringify, compact
         elif a.timestamps:
             out.write(time.strftime("%H:%M:%S ", time.localtime(ts)) + text + "\n")
         else:

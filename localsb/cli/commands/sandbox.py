@@ -259,6 +259,10 @@ def exec_(ctx):
     return 0
 
 
+LIST_JSON_KEYS = ("id", "name", "description", "status", "createdAt", "region", "orgId", "orgName",
+                  "projectId")
+
+
 def list_(ctx):
     from localsb.api.errors import ValidationError
 
@@ -273,7 +277,10 @@ def list_(ctx):
                                     direction=a.direction)
     boxes = data.get("sandboxes") or []
     if out.json_mode:
-        out.json({"sandboxes": boxes, "total": data.get("total", len(boxes))})
+        # The official CLI parses each sandbox through a schema of just these keys; the rest
+        # (mode, executions, ...) never reaches its output.
+        out.json({"sandboxes": [{k: b[k] for k in LIST_JSON_KEYS if k in b} for b in boxes],
+                  "total": data.get("total", len(boxes))})
         return 0
     if not boxes:
         out.info("No sandboxes found")

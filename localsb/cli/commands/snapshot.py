@@ -105,7 +105,7 @@ def create(ctx):
     out.vertical([("Name", s.get("name")), ("Description", dash(s.get("description"))),
                   ("Tag", s.get("tag") or "latest"), ("Size", format_bytes(s.get("sizeBytes"))),
                   ("Files", s.get("fileCount")), ("Visibility", "public" if s.get("public") else "private"),
-                  ("Created", s.get("createdAt"))])
+                  ("Created", s.get("createdAt"))], pad="  ")
     return 0
 
 
@@ -156,7 +156,7 @@ def get(ctx):
     rows.append(("Created", s.get("createdAt")))
     if s.get("parentSnapshotId"):
         rows.append(("Parent", s["parentSnapshotId"]))
-    out.vertical(rows)
+    out.vertical(rows, pad="  ")
     if s.get("userMetadata"):
         out.line()
         out.info("Metadata:")
@@ -189,7 +189,8 @@ def tag(ctx):
     s = ctx.backend.snapshot_tag(a.snapshot_id, value, org_id=ctx.org_id) or {}
     sid = s.get("snapshotId", a.snapshot_id)
     if out.json_mode:
-        out.json({"snapshotId": sid, "tag": s.get("tag", value)})
+        # The official CLI returns {snapshotId, tag: <tag or undefined>}: a cleared tag is no key.
+        out.json(omit_none({"snapshotId": sid, "tag": s.get("tag", value)}))
     elif value is None:
         out.success(f"removed tag from snapshot {sid}")
     else:
@@ -209,18 +210,58 @@ def delete(ctx):
     return 0
 
 
-def _build_sections(out, b) -> None:
+def mask_secret(value: str) -> str:
+    """tui.maskSecret: '***' up to 8 characters, URL credentials masked partially, else the
+    first and last 6 characters around '...'."""
+    from urllib.parse import urlsplit
+    if not value:
+        return ""
+    if len(value) <= 8:
+        return "***"
+    try:
+        u = urlsplit(value)
+        user, password = u.username, u.password
+    except ValueError:
+        u, user, password = None, None, None
+    if u is not None and u.scheme and u.netloc and (user or password):
+        auth = ""
+        if user:
+            auth = "***" if len(user) <= 4 else f"{user[:2]}***{user[-2:]}"
+        if password:
+            auth += ":***" if len(password) <= 6 else f":{password[:3]}***{password[-3:]}"
+        elif user:
+            auth += ":***"
+        host = u.netloc.rsplit("@", 1)[1]
+        query = f"?{u.query}" if u.query else ""
+        frag = f"#{u.fragment}" if u.fragment else ""
+        return f"{u.scheme}://{auth}@{host}{u.path or '/'}{query}{frag}"
+    return f"{value[:6]}...{value[-6:]}"
+
+
+def _build_table(out, pairs) -> None:
+    """tui.table(..., {layout: 'vertical', padStart: '  '}): the rows, then an empty line."""
+    out.vertical(pairs, pad="  ")
+    out.line()
+
+
+def _build_sections(out, b, files, *, metadata: bool) -> None:
+    """The sections after the build table, as the official CLI prints them: each an empty line
+    (stdout), a bold heading (stderr), then its '  • item' lines or the file tree (stdout)."""
     from ..output import file_tree
-    for title, items in (("Dependencies", b.dependencies), ("Packages", b.packages),
-                         ("Environment", [f"{k}=***" for k in b.env]),
-                         ("Metadata", [f"{k}={v}" for k, v in b.metadata.items()])):
+    sections = [("Dependencies", b.dependencies), ("Packages (npm/bun)", b.packages),
+                ("Environment", [f"{k}={mask_secret(v)}" for k, v in b.env.items()])]
+    if metadata:
+        sections.append(("Metadata", [f"{k}={v}" for k, v in (b.metadata or {}).items()]))
+    for title, items in sections:
         if items:
-            out.info(f"{title}:")
+            out.line()
+            out.err_line(out.bold(title))
             for item in items:
-                out.bullet(item, indent="  ")
-    if b.files:
-        out.info("Files:")
-        for line in file_tree([(f.path, f.size) for f in b.files]):
+                out.line(f"  {out.muted('•')} {item}")
+    if files:
+        out.line()
+        out.err_line(out.bold("Files"))
+        for line in file_tree(files, dir_suffix=""):
             out.line(line)
 
 
@@ -242,9 +283,11 @@ def build(ctx):
             return 0
         out.info("Dry Run - No upload will be performed")
         out.line()
-        out.vertical([("Name", dash(b.name)), ("Description", dash(b.description)), ("Runtime", b.runtime),
-                      ("Tag", b.tag), ("Size", format_bytes(b.size_bytes)), ("Files", b.file_count)])
-        _build_sections(out, b)
+        _build_table(out, [("Name", b.name or ""), ("Description", dash(b.description)),
+                           ("Runtime", b.runtime), ("Tag", b.tag),
+                           ("Access", "public" if b.public else "private"),
+                           ("Size", format_bytes(b.size_bytes)), ("Files", b.file_count)])
+        _build_sections(out, b, [(f.path, f.size) for f in b.files], metadata=False)
         return 0
     if b.public and not a.confirm:
         raise LocalsbError("Publishing a public snapshot needs --confirm: anyone can read a public "
@@ -259,7 +302,7 @@ def build(ctx):
             return 0
         out.success(f"Snapshot unchanged {r.get('existingId')}")
         out.line()
-        out.vertical([("Name", dash(r.get("existingName"))), ("Tag", dash(r.get("existingTag")))])
+        _build_table(out, [("Name", dash(b.name)), ("Tag", b.tag)])
         return 0
     if out.json_mode:
         out.json(omit_none({"snapshotId": r.get("snapshotId"), "name": r.get("name"), "tag": r.get("tag"),
@@ -269,11 +312,16 @@ def build(ctx):
         return 0
     out.success(f"Created snapshot {r.get('snapshotId')}")
     out.line()
-    out.vertical([("Name", dash(r.get("name"))), ("Description", dash(r.get("description") or b.description)),
-                  ("Runtime", b.runtime), ("Tag", dash(r.get("tag") or b.tag)),
-                  ("Size", format_bytes(r.get("sizeBytes", b.size_bytes))),
-                  ("Files", r.get("fileCount", b.file_count)), ("Created", dash(r.get("createdAt")))])
-    _build_sections(out, b)
+    _build_table(out, [("Name", dash(r.get("name"))),
+                       ("Description", dash(r.get("description") or b.description)),
+                       ("Runtime", b.runtime), ("Tag", dash(r.get("tag") or b.tag)),
+                       ("Size", format_bytes(r.get("sizeBytes", b.size_bytes))),
+                       ("Files", r.get("fileCount", b.file_count)), ("Created", dash(r.get("createdAt")))])
+    # The official CLI draws the tree from the files the service reports, else none.
+    files = r.get("files")
+    tree = ([(f.get("path", ""), f.get("size")) for f in files] if files is not None
+            else [(f.path, f.size) for f in b.files])
+    _build_sections(out, b, tree, metadata=True)
     return 0
 
 
