@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import tempfile
 import time
 
 from localsb.api import errors as E
 from localsb.api.models import new_id, validate_snapshot_name, validate_tag
 
-from . import files, render, runtimes
+from . import render, runtimes
 from .store import dumps, loads
 
 
@@ -97,6 +96,7 @@ class BuildsMixin:
             self.pool.snapshot(image, volume, read_only=False)
             root = os.path.join(volume, "root")
             with open(archive, "rb") as fh:
+                from . import files
                 files.fs_upload(root, "/home/agentuity", "tar.gz", fh, spool_dir=os.path.dirname(archive))
             placeholder = os.path.join(root, "home/agentuity/.placeholder")
             if os.path.exists(placeholder) and not body.get("files"):
@@ -135,6 +135,7 @@ class BuildsMixin:
             return init
         snap_id = init["snapshotId"]
         try:
+            import tempfile
             with tempfile.TemporaryFile(dir=os.path.join(self.state_dir, "out")) as tmp:
                 build.write_archive(tmp)
                 tmp.seek(0)

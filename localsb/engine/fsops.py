@@ -9,7 +9,11 @@ import os
 
 from localsb.api import errors as E
 
-from . import files
+
+def _files():
+    # imported on first use: the file layer (tarfile, zipfile, zlib...) is not on run/exec's path
+    from . import files
+    return files
 
 
 class FsMixin:
@@ -20,30 +24,30 @@ class FsMixin:
         return os.path.join(row["volume"], "root")
 
     def fs_write(self, sandbox_id, files_, *, org_id=None) -> dict:
-        return files.fs_write(self._fs_root(sandbox_id, org_id), files_)
+        return _files().fs_write(self._fs_root(sandbox_id, org_id), files_)
 
     def fs_write_stream(self, sandbox_id, path, src, *, org_id=None) -> int:
         """Streamed: memory stays flat for a file of any size (parents made like mkdir -p)."""
-        return files.fs_write_file(self._fs_root(sandbox_id, org_id), path, src)
+        return _files().fs_write_file(self._fs_root(sandbox_id, org_id), path, src)
 
     def fs_read(self, sandbox_id, path, out, *, org_id=None) -> int:
-        return files.fs_read(self._fs_root(sandbox_id, org_id), path, out)
+        return _files().fs_read(self._fs_root(sandbox_id, org_id), path, out)
 
     def fs_list(self, sandbox_id, path=".", *, org_id=None) -> dict:
-        return files.fs_list(self._fs_root(sandbox_id, org_id), path or ".")
+        return _files().fs_list(self._fs_root(sandbox_id, org_id), path or ".")
 
     def fs_mkdir(self, sandbox_id, path, *, recursive=False, org_id=None) -> None:
-        files.fs_mkdir(self._fs_root(sandbox_id, org_id), path, recursive)
+        _files().fs_mkdir(self._fs_root(sandbox_id, org_id), path, recursive)
 
     def fs_rm(self, sandbox_id, path, *, org_id=None) -> bool:
-        return files.fs_rm(self._fs_root(sandbox_id, org_id), path)
+        return _files().fs_rm(self._fs_root(sandbox_id, org_id), path)
 
     def fs_rmdir(self, sandbox_id, path, *, recursive=False, org_id=None) -> bool:
-        return files.fs_rmdir(self._fs_root(sandbox_id, org_id), path, recursive)
+        return _files().fs_rmdir(self._fs_root(sandbox_id, org_id), path, recursive)
 
     def fs_download(self, sandbox_id, path, fmt, out, *, org_id=None) -> int:
-        return files.fs_download(self._fs_root(sandbox_id, org_id), path or ".", fmt or "tar.gz", out)
+        return _files().fs_download(self._fs_root(sandbox_id, org_id), path or ".", fmt or "tar.gz", out)
 
     def fs_upload(self, sandbox_id, path, fmt, src, *, org_id=None) -> None:
-        files.fs_upload(self._fs_root(sandbox_id, org_id), path or ".", fmt or "", src,
+        _files().fs_upload(self._fs_root(sandbox_id, org_id), path or ".", fmt or "", src,
                         spool_dir=os.path.join(self.state_dir, "out"))
