@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
 import weakref
 
@@ -79,34 +80,52 @@ _OPEN: "weakref.WeakSet[Store]" = weakref.WeakSet()
 
 
 class Store:
+    """One connection per thread: a connection shared by threads (mockcloud's worker pool) would
+    mix their transactions (one thread's statements inside another's BEGIN IMMEDIATE)."""
+
     def __init__(self, path: str):
         self.path = path
-        self._connect()
+        self._local = threading.local()
+        self._conns: list = []
+        self._lock = threading.Lock()
         self._migrate()
         _OPEN.add(self)
 
-    def _connect(self) -> None:
-        try:
-            self.conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as e:
-            raise StateError(f"Cannot open state database {self.path}: {e}") from None
-        self.conn.row_factory = sqlite3.Row
-        _configure(self.conn)
+    @property
+    def conn(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            try:
+                c = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+            except sqlite3.Error as e:
+                raise StateError(f"Cannot open state database {self.path}: {e}") from None
+            c.row_factory = sqlite3.Row
+            _configure(c)
+            self._local.conn = c
+            with self._lock:
+                self._conns.append(c)
+        return c
+
+    def _close_conns(self) -> bool:
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            try:
+                c.close()
+            except sqlite3.Error:
+                pass
+        self._local = threading.local()
+        return bool(conns)
 
     @staticmethod
     def close_all() -> list:
-        """Close every connection of this process (before a fork: SQLite is not fork-safe)."""
-        closed = [s for s in list(_OPEN) if s.conn is not None]
-        for s in closed:
-            s.conn.close()
-            s.conn = None
-        return closed
+        """Close every connection of this process (before a fork: SQLite is not fork-safe); they
+        reopen on next use."""
+        return [s for s in list(_OPEN) if s._close_conns()]
 
     @staticmethod
     def reopen(stores) -> None:
-        for s in stores:
-            if s.conn is None:
-                s._connect()
+        """Nothing to do: connections open again on first use in each thread."""
 
     def _migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
@@ -153,11 +172,7 @@ class Store:
         return self.conn.execute(f"UPDATE {table} SET {sets} WHERE id=?", (*row.values(), key)).rowcount
 
     def close(self) -> None:
-        try:
-            if self.conn is not None:
-                self.conn.close()
-        except sqlite3.Error:
-            pass
+        self._close_conns()
         _OPEN.discard(self)
 
 

@@ -361,7 +361,7 @@ class Supervisor:
     def _reserve(self):
         # An execution whose command has exited is only recording its end: wait for it (briefly)
         # rather than answer busy to a client that already saw it completed.
-        deadline = time.monotonic() + 2.0
+        deadline = time.monotonic() + 10.0
         while self.finishing and self.current is not None and time.monotonic() < deadline:
             time.sleep(0.002)
         with self.lock:
