@@ -267,7 +267,7 @@ def _pathspec(patterns):
     for p in patterns:
         for e in _expand_braces(p[2:] if p.startswith("./") else p):
             lines.append(e if e.startswith("/") else "/" + e)
-    return pathspec.PathSpec.from_lines("gitwildmatch", lines)
+    return pathspec.PathSpec.from_lines("gitignore", lines)
 
 
 def resolve_globs(root: str, patterns) -> list[str]:
