@@ -3,8 +3,8 @@ and `events` on a sandbox with 10,000 records, `stats` over 1,000 sandboxes.
 
     python3 -m bench.bench_history [--runs 30] [--records 10000] [--sandboxes 1000] [--out FILE] [--no-write]
 
-Rounds are interleaved and rotated (each round starts one operation later), so that no operation
-always runs right after the same neighbour.
+Rounds are interleaved and shuffled (each round runs the operations in a new seeded random order),
+so that no operation always runs right after the same neighbour.
 
 Steps (engine: methods of Engine in this process; cli: a `localsb` process per call):
 
@@ -139,7 +139,7 @@ def run(sd: str, args) -> dict:
     rounds.add("engine exec -- true (fresh history)", eng_exec)
     rounds.add("cli exec -- true (fresh history)", cli_call("sb", "exec", sid, "--", "true"))
     rounds.add("recording alone (replayed SQL + files)", replay_recording)
-    rounds.run(args.runs, args.warmup, rotate=True)
+    rounds.run(args.runs, args.warmup, shuffle=True)
     undo_replay()
     results += _rows(rounds, {})
 
@@ -195,7 +195,7 @@ def run(sd: str, args) -> dict:
     rounds.add("cli events --reverse --json", cli_call("sb", "events", sid, "--reverse", "--json"))
     rounds.add("cli execution list (table)", cli_call("sb", "execution", "list", sid))
     rounds.add("cli --help", cli_call("--help"))
-    rounds.run(args.runs, args.warmup, rotate=True)
+    rounds.run(args.runs, args.warmup, shuffle=True)
     targets = {k: TARGET_LIST_MS for k in rounds.samples if "execution list" in k or "events" in k}
     results += _rows(rounds, targets)
 
@@ -218,7 +218,7 @@ def run(sd: str, args) -> dict:
     rounds.add("engine list (limit 50)", lambda: eng.sandbox_list())
     rounds.add("cli stats --json", cli_call("sb", "stats", "--json"))
     rounds.add("cli list --json", cli_call("sb", "list", "--json"))
-    rounds.run(args.runs, args.warmup, rotate=True)
+    rounds.run(args.runs, args.warmup, shuffle=True)
     results += _rows(rounds, {})
 
     profiles = {}
@@ -229,7 +229,7 @@ def run(sd: str, args) -> dict:
     eng.sandbox_destroy(fresh)
     eng.close()
     os.close(devnull)
-    return {"runs": args.runs, "warmup": args.warmup, "interleaved": True,
+    return {"runs": args.runs, "warmup": args.warmup, "interleaved": True, "shuffled": True, "cli": cli,
             "records": {"inserted_executions": args.records, "inserted_events": args.records,
                         "real_executions_before_insert": n_real, "in_sandbox": counts,
                         "insert_seconds": round(insert_s, 2), "sandbox_rows": n_sandboxes,

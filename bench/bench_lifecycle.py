@@ -16,8 +16,10 @@ Measured (each a whole call, wall clock, p50/p95/p99 over --runs rounds):
              files) | python -c 'import localsb.cli.main' (the CLI's own import cost on top)
 
 Rounds are interleaved (each round times every operation once) so that load from other work on
-the machine falls on ours and the baselines alike. Each create of a round is deleted by the
-delete of the same round: `delete` always removes a fresh idle sandbox.
+the machine falls on ours and the baselines alike, and shuffled (a new seeded random order each
+round) so that no operation always runs right after the same neighbour. `delete` removes a
+sandbox a `create` made (if the shuffle put the delete first, it makes one, untimed): always a
+fresh idle sandbox.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 from bench import harness as H
 
@@ -86,7 +89,11 @@ def run(sd: str, args) -> dict:
         pending_cli.append(json.loads(out)["sandboxId"])
 
     def cli_delete():
+        if not pending_cli:     # the shuffle put delete before create in this round
+            cli_create()
+        t = time.perf_counter()
         H.run_quiet(cli + ["sb", "delete", pending_cli.pop(), "--confirm"], env)
+        return time.perf_counter() - t
 
     def eng_run():
         r = eng.sandbox_run(CreateSpec(mode="oneshot", command=["true"]), None, devnull, devnull)
@@ -100,7 +107,11 @@ def run(sd: str, args) -> dict:
         assert r.get("exitCode") == 0, r
 
     def eng_delete():
+        if not pending_eng:
+            eng_create()
+        t = time.perf_counter()
         eng.sandbox_destroy(pending_eng.pop())
+        return time.perf_counter() - t
 
     rounds = H.Rounds()
     rounds.add("baseline subprocess.run(['true'])", lambda: subprocess.run(["true"], stdin=subprocess.DEVNULL,
@@ -121,7 +132,7 @@ def run(sd: str, args) -> dict:
     rounds.add("engine create", eng_create)
     rounds.add("engine exec -- true", eng_exec)
     rounds.add("engine delete", eng_delete)
-    samples = rounds.run(args.runs, args.warmup)
+    samples = rounds.run(args.runs, args.warmup, shuffle=True)
 
     profiles = {}
     if args.profile:
@@ -129,7 +140,7 @@ def run(sd: str, args) -> dict:
             ("engine run -- true", eng_run), ("engine exec -- true", eng_exec),
             ("engine create+delete", lambda: (eng_create(), eng_delete())))}
 
-    for sid in (cli_live, eng_live):
+    for sid in (cli_live, eng_live, *pending_cli, *pending_eng):
         eng.sandbox_destroy(sid)
     eng.close()
     os.close(devnull)
@@ -149,7 +160,7 @@ def run(sd: str, args) -> dict:
             extra["errors"] = rounds.errors[name]
             note = f"{note or ''} ({len(rounds.errors[name])} FAILED)".strip()
         rows.append(H.row(name, s, TARGETS_MS.get(name), note, **extra))
-    return {"runs": args.runs, "warmup": args.warmup, "interleaved": True, "cli": cli,
+    return {"runs": args.runs, "warmup": args.warmup, "interleaved": True, "shuffled": True, "cli": cli,
             "first_cli_run_ms": round(first * 1000, 1), "results": rows,
             "notes": ["first_cli_run_ms: the first `run` in a fresh state dir (provisions the btrfs pool "
                       "image and the base image); not part of the samples"],

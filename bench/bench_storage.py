@@ -339,7 +339,7 @@ def run(sd: str, args) -> dict:
     if cleaner:
         rows.append(H.row("diagnostic: commit + btrfs cleaner after a delete", cleaner, None,
                           "untimed in the rows above (else a background cost)"))
-    return {"runs": args.runs, "baseline_runs": args.baseline_runs, "small": bool(args.small),
+    return {"runs": args.runs, "baseline_runs": args.baseline_runs, "small": bool(args.small), "cli": cli,
             "tree": tree_info, "pool": pool_info, "phases_s": phases, "results": rows, "dirty": dirty_rows,
             **({"profiles": profiles} if profiles else {})}
 

@@ -99,13 +99,18 @@ class Rounds:
         self.samples[name] = []
         self.errors[name] = []
 
-    def run(self, n: int, warmup: int = 2, progress: bool = True, rotate: bool = False) -> dict[str, list[float]]:
-        """rotate: round i starts with operation i mod len(ops), so that no operation always
-        follows the same neighbour (what ran just before skews a sample: caches, wakeups). Only
-        for operations that do not depend on each other's order within a round."""
+    def run(self, n: int, warmup: int = 2, progress: bool = True, shuffle: bool = False) -> dict[str, list[float]]:
+        """shuffle: each round runs the operations in a new (seeded) random order, so that no
+        operation always follows the same neighbour: what ran just before skews a sample (an
+        in-process call right after another in-process call is measurably faster than right after
+        a CLI process). Only for operations that do not depend on their order within a round."""
+        import random
+        rng = random.Random(1)
         for i in range(warmup + n):
-            k = i % len(self.ops) if rotate else 0
-            for name, fn in self.ops[k:] + self.ops[:k]:
+            order = list(self.ops)
+            if shuffle:
+                rng.shuffle(order)
+            for name, fn in order:
                 t0 = time.perf_counter()
                 try:
                     r = fn()

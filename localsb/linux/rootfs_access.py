@@ -17,7 +17,6 @@ rejected. Errors are ``localsb.api.errors`` classes whose message names the sand
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import posixpath
@@ -47,7 +46,7 @@ IN_ROOT = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
 # extraction: no symlink anywhere, nothing above the directory, no other mount.
 STRICT_BENEATH = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # the process's own libc; find_library would run ldconfig
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 

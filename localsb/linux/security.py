@@ -60,7 +60,7 @@ def prepare() -> None:
     if _filter is not None:
         return
     try:
-        import pyseccomp as seccomp
+        seccomp = _import_pyseccomp()
     except ImportError:  # pragma: no cover - reported by doctor
         _filter = False
         return
@@ -71,6 +71,22 @@ def prepare() -> None:
         except Exception:  # syscall unknown on this architecture
             pass
     _filter = f
+
+
+_SONAMES = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
+
+
+def _import_pyseccomp():
+    """Import pyseccomp without its ctypes.util.find_library calls: each one runs ldconfig as a
+    subprocess (~5 ms), on the path of every run and create. The sonames are Debian's."""
+    import ctypes.util
+    real = ctypes.util.find_library
+    ctypes.util.find_library = lambda name: _SONAMES.get(name) or real(name)
+    try:
+        import pyseccomp
+    finally:
+        ctypes.util.find_library = real
+    return pyseccomp
 
 
 def seccomp_available() -> bool:

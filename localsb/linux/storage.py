@@ -68,9 +68,14 @@ class StorageDriver:
     def usage(self, path: str) -> dict:
         """{'bytes': int, 'files': int} of the tree under path (walk; for snapshot sizeBytes/fileCount).
 
-        os.scandir without following symlinks; counts regular files and sums their st_size."""
+        os.scandir without following symlinks or entering other mounts (a live sandbox's /usr
+        overlay); counts regular files and sums their st_size."""
         total = 0
         count = 0
+        try:
+            dev = os.stat(path).st_dev
+        except FileNotFoundError:
+            return {"bytes": 0, "files": 0}
         stack = [path]
         while stack:
             d = stack.pop()
@@ -82,7 +87,8 @@ class StorageDriver:
                 for e in it:
                     try:
                         if e.is_dir(follow_symlinks=False):
-                            stack.append(e.path)
+                            if e.stat(follow_symlinks=False).st_dev == dev:
+                                stack.append(e.path)
                         elif e.is_file(follow_symlinks=False):
                             total += e.stat(follow_symlinks=False).st_size
                             count += 1
