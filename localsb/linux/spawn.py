@@ -210,6 +210,9 @@ def _init_main(spec: RootSpec, report_fd: int, proc: ProcSpec | None) -> None:
     code = 1
     try:
         _build_root(spec)
+        # PID 1 is a fork of the caller (a CLI call, a supervisor): not dumpable, so the sandbox's
+        # root (same uid, no CAP_SYS_PTRACE) cannot read its memory through /proc/1/mem.
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT})
         main_pid = None
         if proc is not None:

@@ -135,3 +135,9 @@ def test_bad_input_creates_nothing(engine):
     vols = os.listdir(os.path.join(engine.pool.root, "sandboxes")) if os.path.isdir(
         os.path.join(engine.pool.root, "sandboxes")) else []
     assert vols == []
+
+
+def test_init_memory_is_not_readable_from_inside(engine):
+    r, out, _ = run(engine, "sh", "-c", "head -c 16 /proc/1/mem >/dev/null 2>&1 && echo READ || echo refused;"
+                                      " cat /proc/1/environ >/dev/null 2>&1 && echo ENV || echo env-refused")
+    assert out.split() == ["refused", "env-refused"]
