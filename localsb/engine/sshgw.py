@@ -31,6 +31,7 @@ import sys
 import time
 
 from localsb.api import errors as E
+from localsb.linux import spawn
 
 from .gateway import LIVE, Daemon
 
@@ -235,22 +236,7 @@ def enter(init_pidfd: int, cgroup_procs: list, argv: list, env: dict, cwd: str =
                 if fd is not None and fd > 2:
                     os.close(fd)
             theirs.close()
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
-            while True:
-                try:
-                    _, status = os.waitpid(child, 0)
-                    break
-                except InterruptedError:
-                    continue
-            if os.WIFSIGNALED(status):
-                sig = os.WTERMSIG(status)
-                signal.signal(sig, signal.SIG_DFL)
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
-                os.kill(os.getpid(), sig)
-                os._exit(128 + sig)
-            os._exit(os.WEXITSTATUS(status))
+            spawn.mirror_exit(child, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
         except BaseException as e:  # noqa: BLE001 - never return into the caller's code
             try:
                 theirs.send(b"E" + str(e).encode(errors="replace")[:500])
@@ -414,7 +400,6 @@ def _wait_quiet(pid: int):
 
 
 def _exit_code(status) -> int:
-    from localsb.linux import spawn
     return spawn.status_to_exit_code(status)
 
 

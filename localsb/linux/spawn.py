@@ -377,27 +377,33 @@ def enter(init_pidfd: int, cgroup_procs: list, proc: ProcSpec) -> int:
                     os.close(fd)
                 except OSError:
                     pass
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        while True:
-            try:
-                _, status = os.waitpid(child, 0)
-                break
-            except InterruptedError:
-                continue
-        if os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-            signal.signal(sig, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
-            os.kill(os.getpid(), sig)
-            os._exit(128 + sig)
-        os._exit(os.WEXITSTATUS(status))
+        mirror_exit(child)
     except BaseException as e:  # noqa: BLE001
         try:
             os.write(proc.stderr if proc.stderr is not None else 2,
                      f"localsb: cannot enter sandbox: {e}\n".encode())
         finally:
             os._exit(127)
+
+
+def mirror_exit(child: int, ignore=(signal.SIGTERM, signal.SIGINT)) -> None:
+    """In a waiter: wait for ``child`` and end the same way (a signal death is re-raised on
+    itself), so the waiter's own parent reads the command's status. Never returns."""
+    for sig in ignore:
+        signal.signal(sig, signal.SIG_IGN)
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+        os.kill(os.getpid(), sig)
+        os._exit(128 + sig)
+    os._exit(os.WEXITSTATUS(status))
 
 
 def status_to_exit_code(status: int | None) -> int:
