@@ -203,20 +203,8 @@ def enter(init_pidfd: int, cgroup_procs: list, argv: list, env: dict, cwd: str =
     pid = os.fork()
     if pid == 0:
         try:
-            keep = {0, 1, 2, init_pidfd, theirs.fileno(), *(fd for fd in (stdio or ()) if fd is not None)}
-            for fd in _open_fds():
-                if fd not in keep:
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
-            me = str(os.getpid()).encode()
-            for path in cgroup_procs:
-                fd = os.open(path, os.O_WRONLY)
-                try:
-                    os.write(fd, me)
-                finally:
-                    os.close(fd)
+            spawn.close_fds({init_pidfd, theirs.fileno(), *(fd for fd in (stdio or ()) if fd is not None)})
+            spawn.join_cgroups(cgroup_procs)
             sc.setns(init_pidfd, sc.SANDBOX_NAMESPACES)
             slave = None
             if pty is not None:
@@ -290,13 +278,6 @@ def _exec_in(argv: list, env: dict, cwd: str, stdio: tuple, ctty: bool) -> None:
         finally:
             os._exit(127)
     os._exit(127)
-
-
-def _open_fds():
-    try:
-        return [int(x) for x in os.listdir("/proc/self/fd")]
-    except OSError:
-        return list(range(3, 1024))
 
 
 def _reap(pid: int) -> int | None:

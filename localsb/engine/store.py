@@ -123,10 +123,6 @@ class Store:
         reopen on next use."""
         return [s for s in list(_OPEN) if s._close_conns()]
 
-    @staticmethod
-    def reopen(stores) -> None:
-        """Nothing to do: connections open again on first use in each thread."""
-
     def _migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:

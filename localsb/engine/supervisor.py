@@ -24,6 +24,8 @@ from localsb.api import errors as E
 from localsb.api.models import new_id
 from localsb.api.units import parse_duration
 
+from localsb.linux.spawn import close_fds
+
 from .output import mark_done, out_paths, pump
 from .store import dumps, loads
 
@@ -87,19 +89,11 @@ def launch(engine, sandbox_id: str, root: str, cg) -> tuple[int, int]:
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)
-            for fd in _open_fds():
-                if fd > 2 and fd != w:
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
+            close_fds({w})
             os.set_inheritable(w, True)
             os.execve(sys.executable, args, env)
         except BaseException:  # noqa: BLE001
-            try:
-                os.write(w, b"ERR " + traceback.format_exc().encode()[-2000:].replace(b"\n", b" | ") + b"\n")
-            finally:
-                os._exit(1)
+            _report_failure(w)
         os._exit(0)
     os.close(w)
     return _await_report(pid, r)
@@ -108,12 +102,8 @@ def launch(engine, sandbox_id: str, root: str, cg) -> tuple[int, int]:
 def _launch_forked(engine, sandbox_id, root, cg) -> tuple[int, int]:
     from .store import Store
     r, w = os.pipe2(os.O_CLOEXEC)
-    closed = Store.close_all()
-    try:
-        pid = os.fork()
-    except BaseException:
-        Store.reopen(closed)
-        raise
+    Store.close_all()  # connections reopen on their next use, in each thread
+    pid = os.fork()
     if pid == 0:
         try:
             os.close(r)
@@ -122,14 +112,18 @@ def _launch_forked(engine, sandbox_id, root, cg) -> tuple[int, int]:
                 os._exit(0)
             _supervisor_main(engine.state_dir, sandbox_id, root, cg.to_dict(), w)
         except BaseException:  # noqa: BLE001
-            try:
-                os.write(w, b"ERR " + traceback.format_exc().encode()[-2000:].replace(b"\n", b" | ") + b"\n")
-            finally:
-                os._exit(1)
+            _report_failure(w)
         os._exit(0)
-    Store.reopen(closed)
     os.close(w)
     return _await_report(pid, r)
+
+
+def _report_failure(fd) -> None:
+    """In the starting supervisor: send the traceback up the report pipe on one line, then die."""
+    try:
+        os.write(fd, b"ERR " + traceback.format_exc().encode()[-2000:].replace(b"\n", b" | ") + b"\n")
+    finally:
+        os._exit(1)
 
 
 def _await_report(pid, r) -> tuple[int, int]:
@@ -157,10 +151,7 @@ def main():
     try:
         _supervisor_main(state_dir, sandbox_id, root, json.loads(cg_json), report_fd)
     except BaseException:  # noqa: BLE001
-        try:
-            os.write(report_fd, b"ERR " + traceback.format_exc().encode()[-2000:].replace(b"\n", b" | ") + b"\n")
-        finally:
-            os._exit(1)
+        _report_failure(report_fd)
 
 
 # supervisor side --------------------------------------------------------------------------------
@@ -172,12 +163,7 @@ def _supervisor_main(state_dir, sandbox_id, root, cg_dict, report_fd):
     os.dup2(log, 1)
     os.dup2(log, 2)
     # Close everything inherited (a server's listening socket, the creator's database handle...).
-    for fd in _open_fds():
-        if fd > 2 and fd != report_fd:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    close_fds({report_fd})
     sys.stdout = os.fdopen(1, "w", buffering=1)
     sys.stderr = os.fdopen(2, "w", buffering=1)
     import faulthandler
@@ -189,13 +175,6 @@ def _supervisor_main(state_dir, sandbox_id, root, cg_dict, report_fd):
     sup.start(report_fd)
     sup.serve()
     os._exit(0)
-
-
-def _open_fds():
-    try:
-        return [int(x) for x in os.listdir("/proc/self/fd")]
-    except OSError:
-        return list(range(3, 1024))
 
 
 class Supervisor:

@@ -92,7 +92,8 @@ def _read_lines(fd: int, timeout: float = 10.0, carry: list | None = None):
         carry[0] += chunk
 
 
-def _join_cgroups(procs_files) -> None:
+def join_cgroups(procs_files) -> None:
+    """Write our pid to each cgroup.procs (in a child, before it enters the sandbox)."""
     pid = str(os.getpid()).encode()
     for path in procs_files:
         fd = os.open(path, os.O_WRONLY)
@@ -221,13 +222,7 @@ def _init_main(spec: RootSpec, report_fd: int, proc: ProcSpec | None) -> None:
                 os.close(report_fd)
                 _exec_child(proc)
         _write(report_fd, b"R\n")
-        keep = {report_fd} if proc is not None else set()
-        for fd in _open_fds():
-            if fd not in keep:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        close_fds({report_fd} if proc is not None else (), low=0)
         while True:
             try:
                 pid, status = os.waitpid(-1, 0)
@@ -256,6 +251,18 @@ def _open_fds():
         return list(range(3, 1024))
 
 
+def close_fds(keep=(), low: int = 3) -> None:
+    """Close every open descriptor from ``low`` up, except ``keep`` (a forked child must not
+    hold its parent's pipes, sockets or database)."""
+    keep = set(keep)
+    for fd in _open_fds():
+        if fd >= low and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 def start(spec: RootSpec, cgroup_procs: list, proc: ProcSpec | None = None,
           timeout: float = 10.0) -> Started:
     """Fork the keeper and the sandbox's PID 1; return once the root is built.
@@ -269,7 +276,7 @@ def start(spec: RootSpec, cgroup_procs: list, proc: ProcSpec | None = None,
     if keeper == 0:
         try:
             os.close(r)
-            _join_cgroups(cgroup_procs)
+            join_cgroups(cgroup_procs)
             # The keeper stays in the host's mount namespace: PID 1 makes its own (in _build_root)
             # and pivots out of the copy at once. A keeper holding a full copy of the host's mount
             # table would pin every mount of that moment (other state dirs' btrfs pools and their
@@ -284,13 +291,8 @@ def start(spec: RootSpec, cgroup_procs: list, proc: ProcSpec | None = None,
                 _init_main(spec, w, proc)
             _write(w, b"P%d\n" % init)
             # The keeper closes everything it inherited, then waits for PID 1 and mirrors its end.
-            for fd in _open_fds():
-                if fd not in (w,) and fd > 2:
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
-            os.close(w)
+            close_fds()
+
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             while True:
@@ -364,19 +366,14 @@ def enter(init_pidfd: int, cgroup_procs: list, proc: ProcSpec) -> int:
     if pid != 0:
         return pid
     try:
-        _join_cgroups(cgroup_procs)
+        join_cgroups(cgroup_procs)
         sc.setns(init_pidfd, sc.SANDBOX_NAMESPACES)
         child = os.fork()
         if child == 0:
             _exec_child(proc)
         # The waiter keeps nothing open: an inherited pipe end (stdin feeder, client fds) would
         # keep the command from seeing EOF or the caller's pump from ending.
-        for fd in _open_fds():
-            if fd > 2:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        close_fds()
         mirror_exit(child)
     except BaseException as e:  # noqa: BLE001
         try:
