@@ -176,8 +176,7 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
         if spec.files:
             from .files import fs_write
             fs_write(root, spec.files)
-        if source["runtime"].get("usr_overlay") or loads(self.store.one(
-                "SELECT spec FROM sandboxes WHERE id=?", sandbox_id)["spec"]).get("usr_overlay"):
+        if source["runtime"].get("usr_overlay"):
             rootfs.mount_usr_overlay(root, os.path.join(volume, "usr.upper"), os.path.join(volume, "usr.work"))
         cg = self.cgroups.create(self.cgroup_name(sandbox_id), self._limits(spec))
         self.store.run("UPDATE sandboxes SET cgroup=? WHERE id=?", dumps(cg.to_dict()), sandbox_id)
