@@ -67,6 +67,9 @@ def _base_env(home: str) -> dict:
     env = {k: os.environ[k] for k in PASS_THROUGH if k in os.environ}
     # Human dates are printed in the local time zone and locale: pin both so runs compare.
     env.update(HOME=home, LANG="C.UTF-8", LC_ALL="C.UTF-8", TZ="UTC", NO_COLOR="1", TERM="dumb")
+    # Both CLIs print plain markers ([OK] for ✓) when an AI coding agent is among their parent
+    # processes: pin the human output whoever runs the suite (the agent-mode scenario sets its own).
+    env["AGENTUITY_AGENT_MODE"] = "none"
     return env
 
 

@@ -3,13 +3,14 @@
 The formats follow the official CLI (reference/hosted-api.md §4.1): ``✓ ℹ ⚠ ✗ •`` lines on stderr,
 tables and plain lines on stdout, ``--json`` output as ``JSON.stringify(x, null, 2)``, box tables in
 the cli-table3 style that fall back to a vertical layout when wider than the terminal, and the
-``[y/N]`` confirmation prompt that answers "no" by itself when stdin is not a terminal.
+``[y/N]`` confirmation prompt that answers "no" by itself when stdin is not a terminal. Run by an AI
+coding agent (cli/agent.py), the markers are plain (``[OK] [INFO] [WARN] [ERROR] -``) and there is
+no colour, as the official CLI does.
 """
 from __future__ import annotations
 
 import os
 
-ICONS = {"success": "✓", "error": "✗", "warning": "⚠", "info": "ℹ", "bullet": "•"}
 _COLORS = {"success": "\x1b[32m", "error": "\x1b[31m", "warning": "\x1b[33m", "info": "\x1b[36m",
            "muted": "\x1b[90m", "bold": "\x1b[1m", "link": "\x1b[34;4m"}
 _RESET = "\x1b[0m"
@@ -120,15 +121,28 @@ class Output:
         self.json_mode = json
         self.quiet = quiet
         env = os.environ if env is None else env
+        self._columns = None
+        self._env = env
+        self._agent = False   # not decided yet: the process walk runs only when it matters
         if json or color == "never":
             self.color = False
-        elif color == "always":
+        elif color == "always" or env.get("FORCE_COLOR") == "1":
             self.color = True
         else:
             self.color = (_isatty(stdout) and not env.get("NO_COLOR") and not env.get("CI")
-                          and env.get("TERM") != "dumb")
-        self._columns = None
-        self._env = env
+                          and env.get("TERM") != "dumb" and not self.agent)
+
+    @property
+    def agent(self) -> str | None:
+        """The AI coding agent running this command (cli/agent.py), or None."""
+        if self._agent is False:
+            from .agent import executing_agent
+            self._agent = executing_agent(self._env, _isatty(self.stdin))
+        return self._agent
+
+    def icon(self, kind: str) -> str:
+        from .agent import AGENT_ICONS, HUMAN_ICONS
+        return (AGENT_ICONS if self.agent else HUMAN_ICONS)[kind]
 
     # colours -------------------------------------------------------------------------------------
     def paint(self, text: str, color: str) -> str:
@@ -149,7 +163,7 @@ class Output:
 
     # stderr message lines ------------------------------------------------------------------------
     def _message(self, kind: str, message: str, color: str | None = None) -> None:
-        line = f"{ICONS[kind]} {message}"
+        line = f"{self.icon(kind)} {message}"
         self.stderr.write(self.paint(line, color or kind) + "\n")
         self.stderr.flush()
 
@@ -168,7 +182,7 @@ class Output:
         self._message("error", message)
 
     def bullet(self, message: str, indent: str = "") -> None:
-        self.stderr.write(f"{indent}{ICONS['bullet']} {message}\n")
+        self.stderr.write(f"{indent}{self.icon('bullet')} {message}\n")
         self.stderr.flush()
 
     def err_line(self, text: str = "") -> None:

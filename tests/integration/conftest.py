@@ -16,6 +16,11 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# Both CLIs print plain markers ([OK] for ✓) when they find an AI coding agent among their parent
+# processes (localsb/cli/agent.py). The tests expect the human output whoever runs them, so they pin
+# the mode; the tests of agent mode set it themselves.
+os.environ["AGENTUITY_AGENT_MODE"] = "none"
+
 
 def pytest_collection_modifyitems(config, items):
     if os.geteuid() != 0:

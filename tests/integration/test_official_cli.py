@@ -43,7 +43,9 @@ class OfficialCLI:
     def env(self) -> dict:
         env = {"PATH": self.bin_dir + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
                "HOME": self.home, "AGENTUITY_CONFIG_DIR": os.path.join(self.home, "agentuity-config"),
-               "NO_COLOR": "1", "NO_PROXY": "127.0.0.1,localhost", "AGENTUITY_SKIP_VERSION_CHECK": "1"}
+               "NO_COLOR": "1", "NO_PROXY": "127.0.0.1,localhost", "AGENTUITY_SKIP_VERSION_CHECK": "1",
+               # human output whoever runs the suite (an AI agent among the parents changes it)
+               "AGENTUITY_AGENT_MODE": "none"}
         env.update(self.mc.client_env(self.key, org=False))
         return env
 
@@ -264,3 +266,29 @@ def test_checkpoints_jobs_files_snapshots(cli, tmp_path):
     snaps = cli.json("snapshot", "list")["snapshots"]
     assert [(s["name"], s["tag"]) for s in snaps] == [("snap1", "v1")]
     assert cli.json("snapshot", "delete", snaps[0]["snapshotId"], "--confirm")["success"] is True
+
+
+def test_both_clis_find_an_agent_among_their_parents(cli, tmp_path):
+    """No AGENTUITY_AGENT_MODE: both CLIs walk their parent processes. Under a shell named `claude`
+    (as Claude Code runs commands) both print the plain markers. (The human half is not tested this
+    way: whoever runs the suite may itself be an agent, further up the same chain of parents.)"""
+    import shlex
+    import sys
+    env = cli.env()
+    del env["AGENTUITY_AGENT_MODE"]
+    env.update(cli.mc.client_env(cli.key), LOCALSB_BACKEND="cloud", PYTHONPATH=ROOT)
+    official = ["agentuity", "cloud", "sandbox", "create"]
+    local = [sys.executable, "-m", "localsb", "cloud", "sandbox", "create"]
+
+    def under(parent_name, argv):
+        # `; true` keeps the named shell alive as the CLI's parent (no exec of the last command)
+        script = f"{shlex.join(argv)} </dev/null; rc=$?; true; exit $rc"
+        r = subprocess.run([parent_name, "-c", script], executable="/bin/bash", capture_output=True,
+                           text=True, env=env, cwd=cli.home, timeout=120)
+        assert r.returncode == 0, r.stderr
+        sid = SBX.search(r.stderr).group(0)
+        cli.created.append(sid)
+        return r.stderr
+
+    assert re.search(r"^\[OK\] created sandbox sbx_[a-z0-9]+ in \d+ms$", under("claude", official), re.M)
+    assert re.fullmatch(r"\[OK\] created sandbox sbx_[a-z0-9]+ in \d+ms\n", under("claude", local))

@@ -423,7 +423,9 @@ def cli(*argv, backend=None, stdin: bytes = b"", tty: bool = False, env=None) ->
     err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
     cls = FakeTTY if tty else io.TextIOWrapper
     inp = cls(io.BytesIO(stdin), encoding="utf-8")
-    rc = main(list(argv), env=dict(env or {}), stdin=inp, stdout=out, stderr=err, backend=backend)
+    # Human output unless a test asks for an agent's: who runs the suite must not change it.
+    environ = {"AGENTUITY_AGENT_MODE": "none", **(env or {})}
+    rc = main(list(argv), env=environ, stdin=inp, stdout=out, stderr=err, backend=backend)
     out.flush()
     err.flush()
     return Result(rc, out.buffer.getvalue().decode(), err.buffer.getvalue().decode(), backend)

@@ -170,7 +170,8 @@ def test_invalid_backend_from_environment():
     import io
     from localsb.cli.main import main
     err = io.StringIO()
-    rc = main(["sb", "list"], env={"LOCALSB_BACKEND": "mars"}, stdout=io.StringIO(), stderr=err)
+    rc = main(["sb", "list"], env={"LOCALSB_BACKEND": "mars", "AGENTUITY_AGENT_MODE": "none"},
+              stdout=io.StringIO(), stderr=err)
     assert rc == 2
     assert err.getvalue() == ("✗ Invalid backend 'mars': expected one of local, cloud "
                               "(from --backend or LOCALSB_BACKEND)\n")

@@ -33,8 +33,9 @@ def test_format_bytes_like_tui_format_bytes():
     assert (plural(0, "a", "b"), plural(1, "a", "b"), plural(2, "a", "b")) == ("b", "a", "b")
 
 
-def _out(**kw):
-    return Output(io.StringIO(), io.StringIO(), io.StringIO(), env={}, **kw)
+def _out(env=None, **kw):
+    return Output(io.StringIO(), io.StringIO(), io.StringIO(),
+                  env={"AGENTUITY_AGENT_MODE": "none"} if env is None else env, **kw)
 
 
 def test_box_table_is_cli_table3_style():
