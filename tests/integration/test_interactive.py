@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import secrets
 import subprocess
 import sys
 import threading
@@ -55,9 +56,11 @@ def test_busy_gets_error_immediately_then_works(engine, sbx):
 
 
 def test_exec_timeout_kills_only_that_execution(engine, sbx):
-    r, _, _ = ex(engine, sbx, "sh", "-c", "sleep 60 & sleep 60", timeout="1s")
+    # a duration no other process on the machine uses, so `ps` finds only ours
+    marker = f"sleep {60 + secrets.randbelow(10**6) / 10**7:.7f}"
+    r, _, _ = ex(engine, sbx, "sh", "-c", f"{marker} & {marker}", timeout="1s")
     assert r["status"] == "timeout" and r["exitCode"] == 124
-    assert "sleep 60" not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert marker not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     r, out, _ = ex(engine, sbx, "echo", "alive")
     assert out == "alive\n"
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import socket
 import time
 
@@ -73,12 +74,14 @@ def test_mount_modules_sys_and_raw_devices_are_refused(engine):
 
 def test_timeout_kills_the_whole_tree_and_exits_124(engine):
     t = time.monotonic()
-    r, out, _ = run(engine, "sh", "-c", "sleep 100 & sleep 100 & echo started; wait", execution_timeout="1s")
+    # a duration no other process on the machine uses, so `ps` finds only ours
+    marker = f"sleep {100 + secrets.randbelow(10**6) / 10**7:.7f}"
+    r, out, _ = run(engine, "sh", "-c", f"{marker} & {marker} & echo started; wait", execution_timeout="1s")
     assert r["exitCode"] == 124
     assert time.monotonic() - t < 10
     assert out == "started\n"
     procs = os.popen("ps -eo args").read()
-    assert "sleep 100" not in procs
+    assert marker not in procs
 
 
 def test_env_and_files_arrive(engine):
