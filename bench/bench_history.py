@@ -74,7 +74,8 @@ def _insert_copies(store, table: str, template: dict, n: int, vary) -> None:
 
 
 def run(sd: str, args) -> dict:
-    from localsb.api.models import CreateSpec, new_id
+    from localsb.api.models import new_id
+    from localsb.api.specs import CreateSpec
     from localsb.engine import Engine
     from localsb.engine.output import mark_done, out_paths
     from localsb.engine.store import dumps

@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
-    from localsb.api.models import CreateSpec
+    from localsb.api.specs import CreateSpec
     from localsb.backends.cloud import CloudBackend
     from mockcloud.testing import ServerProcess
 

@@ -96,7 +96,7 @@ def main(argv=None) -> int:
 
 
 def run(sd: str, args) -> dict:
-    from localsb.api.models import CreateSpec
+    from localsb.api.specs import CreateSpec
     from localsb.engine import Engine
     from localsb.linux.netns import NetnsSockets
 

@@ -68,7 +68,7 @@ def print_builds(builds: list[dict]) -> None:
 
 
 def run(sd: str, names: list[str], args) -> dict:
-    from localsb.api.models import CreateSpec
+    from localsb.api.specs import CreateSpec
     from localsb.engine import Engine, images, runtimes
 
     eng = Engine(sd)

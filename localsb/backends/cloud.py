@@ -21,7 +21,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from localsb.api import errors as E
 from localsb.api.backend import Backend
-from localsb.api.models import CreateSpec
+from localsb.api.specs import CreateSpec
 from localsb.api.status import EXECUTION_TERMINAL, execution_exit_code
 
 USER_AGENT = "localsb-cloud-backend"

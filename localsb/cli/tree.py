@@ -8,6 +8,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+# argparse looks every help and error string up in gettext's catalogues: a dozen stat(2) calls per
+# string, ~4 ms of each command line. localsb speaks English only (as the official CLI does), so
+# its argparse does no lookup.
+argparse._ = str
+
 # Streams argparse prints help and usage to; main() points them at its injected streams.
 STREAMS = {"stdout": None, "stderr": None}
 

@@ -8,7 +8,6 @@ from the runtime image with the files under /home/agentuity.
 from __future__ import annotations
 
 import os
-import secrets
 import time
 
 from localsb.api import errors as E
@@ -42,7 +41,7 @@ class BuildsMixin:
                         "existingTag": row["tag"]}
         snap_id = new_id("snapshot")
         self.store.insert("snapshots", {
-            "id": snap_id, "org_id": org, "name": name or f"snapshot-{secrets.token_hex(4)}",
+            "id": snap_id, "org_id": org, "name": name or f"snapshot-{os.urandom(4).hex()}",
             "description": body.get("description"), "tag": tag, "public": int(bool(body.get("public"))),
             "runtime_id": rt["id"], "runtime_name": rt["name"], "content_hash": content_hash,
             "status": "building", "created_at": time.time()})

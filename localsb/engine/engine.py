@@ -6,7 +6,6 @@ jobs and idle timer; a one-shot ``run`` is driven by the calling process itself.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import threading
@@ -14,9 +13,13 @@ import time
 
 from localsb.api import errors as E
 from localsb.api.backend import Backend
-from localsb.api.models import CreateSpec, new_id, parse_iso
+from localsb.api.models import new_id, parse_iso
 from localsb.api.status import EXECUTION_TERMINAL, SANDBOX_PAUSED, check_transition, require_live
 from localsb.api.units import parse_cpu, parse_duration, parse_size
+
+TYPE_CHECKING = False  # annotations only: exec, get, list, ... never load specs.py (dataclasses)
+if TYPE_CHECKING:
+    from localsb.api.specs import CreateSpec
 
 from . import render, runtimes
 from .builds import BuildsMixin
@@ -50,6 +53,7 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
             os.makedirs(os.path.join(self.state_dir, sub), exist_ok=True)
         self.store = Store(os.path.join(self.state_dir, "state.db"))
         self.clock = clock or Clock()
+        import hashlib
         self.tag = hashlib.sha256(self.state_dir.encode()).hexdigest()[:8]
         self._pool = None
         self._cg = None

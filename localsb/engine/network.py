@@ -34,7 +34,6 @@ import fcntl
 import hashlib
 import json
 import os
-import random
 import select
 import socket
 import struct
@@ -104,6 +103,7 @@ def attach(engine, sandbox_id: str, netns_fd: int, root: str) -> dict:
         with N.RtNetlink() as nl:
             with _HostLock():
                 taken = nl.ipv4_networks()
+                import random
                 start = random.randrange(LINK_SLOTS)
                 for i in range(LINK_SLOTS):
                     base = LINK_BASE + 4 * ((start + i) % LINK_SLOTS)

@@ -6,7 +6,6 @@ copy-on-write): deleting it never affects a running sandbox (docs/divergences.md
 from __future__ import annotations
 
 import os
-import secrets
 import time
 
 from localsb.api import errors as E
@@ -74,7 +73,7 @@ class SnapshotsMixin:
             validate_snapshot_name(name)
         tag = validate_tag(tag) if tag else "latest"
         row = self._live_row(sandbox_id, org_id)
-        name = name or f"snapshot-{secrets.token_hex(4)}"
+        name = name or f"snapshot-{os.urandom(4).hex()}"
         snap_id = new_id("snapshot")
         volume = os.path.join(self.pool.root, "snapshots", snap_id)
         os.makedirs(os.path.dirname(volume), exist_ok=True)

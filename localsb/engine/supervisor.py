@@ -18,13 +18,11 @@ import socket
 import sys
 import threading
 import time
-import traceback
 
 from localsb.api import errors as E
 from localsb.api.models import new_id
 from localsb.api.units import parse_duration
 
-from localsb.linux.spawn import close_fds
 
 from .output import mark_done, out_paths, pump
 from .store import dumps, loads
@@ -82,6 +80,7 @@ def launch(engine, sandbox_id: str, root: str, cg) -> tuple[int, int]:
     for key in ("LOCALSB_TEST_CLOCK_FILE", "LOCALSB_STORAGE", "LOCALSB_DNS_SERVERS"):
         if key in os.environ:
             env[key] = os.environ[key]
+    from localsb.linux.spawn import close_fds  # not after the fork: another thread may hold the import lock
     pid = os.fork()
     if pid == 0:
         try:
@@ -121,6 +120,7 @@ def _launch_forked(engine, sandbox_id, root, cg) -> tuple[int, int]:
 def _report_failure(fd) -> None:
     """In the starting supervisor: send the traceback up the report pipe on one line, then die."""
     try:
+        import traceback
         os.write(fd, b"ERR " + traceback.format_exc().encode()[-2000:].replace(b"\n", b" | ") + b"\n")
     finally:
         os._exit(1)
@@ -163,6 +163,7 @@ def _supervisor_main(state_dir, sandbox_id, root, cg_dict, report_fd):
     os.dup2(log, 1)
     os.dup2(log, 2)
     # Close everything inherited (a server's listening socket, the creator's database handle...).
+    from localsb.linux.spawn import close_fds
     close_fds({report_fd})
     sys.stdout = os.fdopen(1, "w", buffering=1)
     sys.stderr = os.fdopen(2, "w", buffering=1)
@@ -306,6 +307,7 @@ class Supervisor:
             reply = {"ok": False, "code": e.code, "message": e.message}
             fds = locals().get("fds") or []
         except Exception as e:  # noqa: BLE001
+            import traceback
             traceback.print_exc()
             reply = {"ok": False, "code": "HOST_ERROR", "message": f"supervisor error: {e}"}
             fds = locals().get("fds") or []
@@ -434,8 +436,7 @@ class Supervisor:
                         (e_r, se, err_fd, bool(msg.get("timestamps")))],
                        deadline_cb=check_deadline, done_cb=exited)
             while not exited():
-                check_deadline()
-                time.sleep(0.005)
+                spawn.await_exit(waiter, check_deadline)
             self.finishing = True
             code = spawn.status_to_exit_code(state["status"])
             oom = self._oom_delta()
@@ -553,10 +554,10 @@ class Supervisor:
                 if pid:
                     job["status"] = st
             return job["status"] is not None
+        from localsb.linux import spawn
         pump([(o_r, so, None, False), (e_r, se, None, False)], done_cb=exited)
         while not exited():
-            time.sleep(0.01)
-        from localsb.linux import spawn
+            spawn.await_exit(job["waiter"])
         code = spawn.status_to_exit_code(job["status"])
         if job["cancelled"]:
             status = "cancelled"

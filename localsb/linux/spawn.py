@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import select
 import signal
 import socket
 import struct
@@ -403,6 +404,22 @@ def mirror_exit(child: int, ignore=(signal.SIGTERM, signal.SIGINT)) -> None:
     os._exit(os.WEXITSTATUS(status))
 
 
+def await_exit(pid: int, tick=None, interval: float = 0.05) -> None:
+    """Block until the child ``pid`` has exited (it stays unreaped: the caller's waitpid reads
+    its status), calling ``tick()`` every ``interval`` seconds meanwhile. A pidfd wakes us the
+    moment it exits, where a sleep-and-poll loop would add its interval to every command."""
+    try:
+        pfd = os.pidfd_open(pid)
+    except (ProcessLookupError, ChildProcessError):
+        return
+    try:
+        while not select.select([pfd], [], [], interval)[0]:
+            if tick is not None:
+                tick()
+    finally:
+        os.close(pfd)
+
+
 def status_to_exit_code(status: int | None) -> int:
     """Shell convention: exit code, or 128+signal for a signal death."""
     if status is None:
@@ -421,5 +438,5 @@ def pidfd_open(pid: int) -> int:
     return os.pidfd_open(pid)
 
 
-__all__ = ["RootSpec", "ProcSpec", "Started", "start", "enter", "read_exit_status",
+__all__ = ["RootSpec", "ProcSpec", "Started", "start", "enter", "await_exit", "read_exit_status",
            "status_to_exit_code", "set_subreaper", "pidfd_open", "DEFAULT_PATH", "sys"]

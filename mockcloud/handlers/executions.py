@@ -4,7 +4,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from localsb.api.errors import ValidationError
-from localsb.api.models import FileSpec, omit_none
+from localsb.api.models import omit_none
+from localsb.api.specs import FileSpec
 from localsb.api.units import parse_duration
 
 from .. import streams

@@ -11,7 +11,7 @@ import tempfile
 from aiohttp import web
 
 from localsb.api.errors import ValidationError
-from localsb.api.models import FileSpec
+from localsb.api.specs import FileSpec
 
 from . import call, engine, field, json_body, ok, org, path_id, q_choice, read_limited
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from localsb.api.errors import ValidationError
-from localsb.api.models import CreateSpec, omit_none
+from localsb.api.models import omit_none
+from localsb.api.specs import CreateSpec
 from localsb.api.status import LIST_FILTER_STATUSES, MODES, SANDBOX_LIVE, SANDBOX_STATUSES
 
 from ..appkeys import ORG_ID, ORG_NAME

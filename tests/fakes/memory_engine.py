@@ -23,8 +23,8 @@ import zipfile
 
 from localsb.api import errors as E
 from localsb.api.backend import Backend
-from localsb.api.models import (CreateSpec, FileSpec, new_id, now_iso, omit_none, validate_snapshot_name,
-                                validate_tag)
+from localsb.api.models import new_id, now_iso, omit_none, validate_snapshot_name, validate_tag
+from localsb.api.specs import CreateSpec, FileSpec
 from localsb.api.status import (EXECUTION_TERMINAL, SANDBOX_GONE, SANDBOX_LIVE, SANDBOX_PAUSED,
                                 check_transition, execution_exit_code)
 from localsb.api.units import format_go_duration, parse_duration

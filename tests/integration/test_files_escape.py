@@ -19,7 +19,7 @@ import tempfile
 import pytest
 
 from localsb.api.errors import FileNotFoundInSandbox, ValidationError
-from localsb.api.models import FileSpec
+from localsb.api.specs import FileSpec
 from localsb.engine import files as F
 from localsb.linux.rootfs_access import RootedFS
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from localsb.api.models import CreateSpec
+from localsb.api.specs import CreateSpec
 from localsb.engine import Engine
 
 

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from localsb.api import errors as E
-from localsb.api.models import CreateSpec
+from localsb.api.specs import CreateSpec
 from localsb.engine import Engine
 
 
@@ -242,7 +242,7 @@ def test_supervisor_sigkill_is_repaired_by_next_command(engine, state_dir):
 
 
 def test_sigkill_during_create_leaves_nothing(state_dir):
-    code = ("import sys; from localsb.engine import Engine; from localsb.api.models import CreateSpec;"
+    code = ("import sys; from localsb.engine import Engine; from localsb.api.specs import CreateSpec;"
             "e=Engine(sys.argv[1]); print('ready', flush=True); e.sandbox_create(CreateSpec())")
     for delay in (0.0, 0.01, 0.03, 0.06):
         p = subprocess.Popen([sys.executable, "-c", code, state_dir], stdout=subprocess.PIPE)

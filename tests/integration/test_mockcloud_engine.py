@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from localsb.api import errors as E
-from localsb.api.models import CreateSpec
+from localsb.api.specs import CreateSpec
 from localsb.backends.cloud import CloudBackend
 from mockcloud.testing import ServerProcess
 

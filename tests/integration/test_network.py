@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from localsb.api import errors as E
-from localsb.api.models import CreateSpec
+from localsb.api.specs import CreateSpec
 from localsb.engine import Engine
 from localsb.engine import network
 from localsb.linux import netns as N

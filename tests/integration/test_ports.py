@@ -19,7 +19,7 @@ import time
 import pytest
 
 from localsb.api import errors as E
-from localsb.api.models import CreateSpec
+from localsb.api.specs import CreateSpec
 from localsb.engine import Engine
 from localsb.engine.gateway import http_gateway
 from localsb.engine.store import process_alive

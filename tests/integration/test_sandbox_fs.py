@@ -9,7 +9,7 @@ import os
 import pytest
 
 from localsb.api import errors as E
-from localsb.api.models import CreateSpec
+from localsb.api.specs import CreateSpec
 
 
 def ex(engine, sid, script):

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from localsb.api import errors as E
-from localsb.api.models import CreateSpec, FileSpec
+from localsb.api.specs import CreateSpec, FileSpec
 
 
 def run(engine, *cmd, **spec):

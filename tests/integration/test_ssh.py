@@ -15,7 +15,7 @@ import time
 import pytest
 
 from localsb.api import errors as E
-from localsb.api.models import CreateSpec
+from localsb.api.specs import CreateSpec
 from localsb.engine.sshgw import fingerprint, parse_public_keys, ssh_gateway
 from localsb.engine.store import process_alive
 

@@ -19,7 +19,7 @@ import pytest
 
 from localsb.api.errors import (AlreadyExists, Conflict, FileNotFoundInSandbox, LocalsbError,
                                 ValidationError)
-from localsb.api.models import FileSpec
+from localsb.api.specs import FileSpec
 from localsb.engine import files as F
 from localsb.linux.rootfs_access import RootedFS
 

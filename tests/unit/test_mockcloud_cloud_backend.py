@@ -12,7 +12,7 @@ import tarfile
 import pytest
 
 from localsb.api import errors as E
-from localsb.api.models import CreateSpec, FileSpec
+from localsb.api.specs import CreateSpec, FileSpec
 from localsb.backends.cloud import CloudBackend
 from mockcloud.app import ThreadedServer, make_app
 from mockcloud.store import Store

@@ -55,7 +55,7 @@ def read_file_specs(values) -> list:
     """--file values -> FileSpec list: bad specs are validation errors (2), missing files (7)."""
     import os
 
-    from localsb.api.models import read_local_file_spec
+    from localsb.api.specs import read_local_file_spec
     from localsb.api.units import parse_file_spec
 
     from ..errors import LocalFileError
@@ -87,7 +87,7 @@ def parse_metadata(text):
 
 def build_create_spec(ctx, mode: str, command=None):
     """Fill a CreateSpec from run/create options and validate it before anything is created."""
-    from localsb.api.models import CreateSpec
+    from localsb.api.specs import CreateSpec
     from localsb.api.units import parse_env_list, parse_file_spec
 
     a = ctx.args
