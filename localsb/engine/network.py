@@ -469,10 +469,14 @@ class Egress:
     def _dns_loop(self):
         pending = {}   # our query id -> (client address, client's id, time)
         tries = {}     # (client address, client's id) -> how many times asked: rotates servers
+        poller = select.poll()     # not select(): the relay's descriptors can go past 1024
+        by_fd = {self.udp.fileno(): self.udp, self.upstream.fileno(): self.upstream}
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
         try:
             while not self.stopped:
                 try:
-                    ready, _, _ = select.select([self.udp, self.upstream], [], [], 1.0)
+                    ready = [by_fd[fd] for fd, _ in poller.poll(1000) if fd in by_fd]
                 except (OSError, ValueError):
                     break
                 now = time.monotonic()

@@ -102,13 +102,22 @@ class Store:
             c.row_factory = sqlite3.Row
             _configure(c)
             self._local.conn = c
+            me = threading.current_thread()
             with self._lock:
-                self._conns.append(c)
+                # A thread that ended leaves its connection (two descriptors) behind: a supervisor
+                # answers each request on a thread of its own, so close those here.
+                gone = [conn for t, conn in self._conns if not t.is_alive()]
+                self._conns = [(t, conn) for t, conn in self._conns if t.is_alive()] + [(me, c)]
+            for conn in gone:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
         return c
 
     def _close_conns(self) -> bool:
         with self._lock:
-            conns, self._conns = self._conns, []
+            conns, self._conns = [conn for _, conn in self._conns], []
         for c in conns:
             try:
                 c.close()

@@ -197,6 +197,10 @@ class Supervisor:
         self.seq = 0
         self.restarting = False
         self.finishing = False
+        self._ready = None           # (spawn.ReadyWaiter, its cgroup) for the next exec or job
+        self._ready_lock = threading.Lock()
+        self._ready_n = 0
+        self._want_prime = False
 
     # lifecycle -----------------------------------------------------------------------------------
     def start(self, report_fd):
@@ -205,6 +209,7 @@ class Supervisor:
         row = self.store.one("SELECT * FROM sandboxes WHERE id=?", self.sandbox_id)
         self.org_id = row["org_id"]
         self.spec = loads(row["spec"], {})
+        self.oneshot = row["mode"] == "oneshot"   # its one command starts on a fresh waiter
         self.seq = row["executions"]
         try:
             self.started = spawn.start(spawn.RootSpec(self.root, self.sandbox_id.replace("_", "-")),
@@ -230,6 +235,7 @@ class Supervisor:
         os.write(report_fd, f"OK {os.getpid()} {self.started.init_pid}\n".encode())
         os.close(report_fd)
         threading.Thread(target=self._watch, daemon=True).start()
+        self._prime_later()
 
     def serve(self):
         # The process ends only through os._exit in the thread that tears the sandbox down:
@@ -278,6 +284,7 @@ class Supervisor:
             if self.stopping:
                 return
             self.stopping = True
+        self._drop_ready()
         self.store.run("UPDATE sandboxes SET status='stopping' WHERE id=? AND status NOT IN ('deleted')",
                        self.sandbox_id)
         self.engine._teardown(self.sandbox_id, final=final, reason=reason, error=error)
@@ -324,8 +331,80 @@ class Supervisor:
             pass
         finally:
             conn.close()
+        if self._want_prime:
+            self._want_prime = False
+            self._prime()
         if reply.get("ok") and msg.get("op") == "destroy":
             os._exit(0)
+
+    # starting commands ---------------------------------------------------------------------------
+    def _spawn(self, proc, cg_name):
+        """Start ``proc`` in the sandbox in a cgroup of its own: on the ready waiter when there is
+        one (its cgroup join is already paid), else on a fresh one. Returns (waiter pid, cgroup)."""
+        from localsb.linux import spawn
+        ready = self._take_ready()
+        try:
+            if ready is not None:
+                try:
+                    return ready[0].launch(proc), ready[1]
+                except OSError:     # socket.timeout is one
+                    self._discard(ready)
+            cg = self.engine.cgroups.create_child(self.cg, cg_name)
+            try:
+                return spawn.enter(self.pidfd, cg.procs_files(), proc), cg
+            except BaseException:
+                self._remove_cgroup(cg)
+                raise
+        finally:
+            # the next one is forked once this request is answered (_handle): forked now, it
+            # would compete with this request for the GIL
+            self._want_prime = True
+
+    def _prime(self):
+        """Fork the waiter of the next exec or job ahead of time (spawn.ReadyWaiter)."""
+        from localsb.linux import spawn
+        with self._ready_lock:
+            if (self._ready is not None or self.stopping or self.restarting or self.pidfd is None
+                    or getattr(self, "oneshot", False)):
+                return
+            self._ready_n += 1
+            try:
+                cg = self.engine.cgroups.create_child(self.cg, f"proc-{self._ready_n}")
+            except Exception as e:  # noqa: BLE001 - the next command forks its own waiter
+                print(f"localsb: no waiter forked ahead: {e}", file=sys.stderr)
+                return
+            try:
+                self._ready = (spawn.ReadyWaiter(self.pidfd, cg.procs_files()), cg)
+            except Exception as e:  # noqa: BLE001
+                print(f"localsb: no waiter forked ahead: {e}", file=sys.stderr)
+                self._remove_cgroup(cg)
+
+    def _prime_later(self):
+        threading.Thread(target=self._prime, daemon=True).start()
+
+    def _take_ready(self):
+        with self._ready_lock:
+            ready, self._ready = self._ready, None
+        return ready
+
+    def _drop_ready(self) -> None:
+        """Before the sandbox stops or restarts: wait out a fork in progress, then end the ready
+        waiter (once ``stopping`` or ``restarting`` is set, no new one is forked)."""
+        ready = self._take_ready()
+        if ready is not None:
+            self._discard(ready)
+
+    def _discard(self, ready) -> None:
+        try:
+            ready[0].discard()
+        finally:
+            self._remove_cgroup(ready[1])
+
+    def _remove_cgroup(self, cg) -> None:
+        try:
+            self.engine.cgroups.remove(cg)
+        except Exception:  # noqa: BLE001 - the sandbox's teardown removes it with the rest
+            pass
 
     def op_restore(self, msg, fds):
         return _restore_volume(self, msg, fds)
@@ -336,6 +415,7 @@ class Supervisor:
     def op_destroy(self, msg, fds):
         with self.lock:
             self.stopping = True
+        self._drop_ready()
         self.engine._teardown(self.sandbox_id, final="terminated", reason=msg.get("reason") or "deleted")
         return {}
 
@@ -397,16 +477,14 @@ class Supervisor:
                 "SELECT env FROM sandboxes WHERE id=?", self.sandbox_id)["env"], {}))
             timeout = parse_duration(msg["timeout"]) if msg.get("timeout") else \
                 (parse_duration(self.spec["execution_timeout"]) if self.spec.get("execution_timeout") else None)
-            child_cg = self.engine.cgroups.create_child(self.cg, f"exec-{seq}")
             so, se, done = out_paths(self.engine.out_dir(), exec_id)
             o_r, o_w = os.pipe2(os.O_CLOEXEC)
             e_r, e_w = os.pipe2(os.O_CLOEXEC)
             in_r = in_w = None
             if stdin_data or msg.get("stdin_path"):
                 in_r, in_w = os.pipe2(os.O_CLOEXEC)
-            waiter = spawn.enter(self.pidfd, child_cg.procs_files(),
-                                 spawn.ProcSpec(list(command), env=env, cwd="/home/agentuity", stdin=in_r,
-                                                stdout=o_w, stderr=e_w))
+            waiter, child_cg = self._spawn(spawn.ProcSpec(list(command), env=env, cwd="/home/agentuity",
+                                                          stdin=in_r, stdout=o_w, stderr=e_w), f"exec-{seq}")
             for fd in (o_w, e_w, in_r):
                 if fd is not None:
                     os.close(fd)
@@ -465,9 +543,12 @@ class Supervisor:
             except Exception:
                 pass
             info = render.execution_info(self.store.one("SELECT * FROM executions WHERE id=?", exec_id))
-        except BaseException:
+        except BaseException as exc:
+            import traceback
+            traceback.print_exc()   # into the sandbox's log
             self.store.run("UPDATE executions SET status='failed', error=?, completed_at=? WHERE id=? AND "
-                           "status IN ('queued','running')", "could not start the command", time.time(), exec_id)
+                           "status IN ('queued','running')", f"could not start the command: {exc}",
+                           time.time(), exec_id)
             self.store.run("UPDATE sandboxes SET status=CASE WHEN status='running' THEN 'idle' ELSE status END "
                            "WHERE id=?", self.sandbox_id)
             mark_done(out_paths(self.engine.out_dir(), exec_id)[2])
@@ -495,6 +576,7 @@ class Supervisor:
             if self.stopping:
                 return
             self.stopping = True
+        self._drop_ready()
         self.engine._teardown(self.sandbox_id, final="terminated", exit_code=info.get("exitCode"),
                               reason=reason, error=info.get("error"))
         os._exit(0)
@@ -523,13 +605,12 @@ class Supervisor:
             c.execute("UPDATE sandboxes SET last_activity=? WHERE id=?", (self.engine.clock.now(), self.sandbox_id))
         env = self.engine._command_env(self.sandbox_id, loads(self.store.one(
             "SELECT env FROM sandboxes WHERE id=?", self.sandbox_id)["env"], {}))
-        child_cg = self.engine.cgroups.create_child(self.cg, f"job-{job_id}")
         so, se, done = out_paths(self.engine.out_dir(), job_id)
         o_r, o_w = os.pipe2(os.O_CLOEXEC)
         e_r, e_w = os.pipe2(os.O_CLOEXEC)
         try:
-            waiter = spawn.enter(self.pidfd, child_cg.procs_files(),
-                                 spawn.ProcSpec(list(command), env=env, cwd="/home/agentuity", stdout=o_w, stderr=e_w))
+            waiter, child_cg = self._spawn(spawn.ProcSpec(list(command), env=env, cwd="/home/agentuity",
+                                                          stdout=o_w, stderr=e_w), f"job-{job_id}")
         except BaseException:
             self.store.run("UPDATE jobs SET status='failed', error='could not start', completed_at=? WHERE id=?",
                            time.time(), job_id)
@@ -638,6 +719,7 @@ def _restore_volume(sup: "Supervisor", msg, fds):
         sup.restarting = True
         sup.current = "restore"
     try:
+        sup._drop_ready()    # it entered the namespaces of the init about to go
         cgd = sup.engine.cgroups
         cgd.kill(sup.cg)
         try:
@@ -672,4 +754,5 @@ def _restore_volume(sup: "Supervisor", msg, fds):
         with sup.lock:
             sup.current = None
             sup.restarting = False
+        sup._prime_later()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import select
 import signal
@@ -77,12 +78,12 @@ def _read_lines(fd: int, timeout: float = 10.0, carry: list | None = None):
             line, carry[0] = buf.split(b"\n", 1)
             yield line
             continue
-        import select
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("sandbox init did not report")
-        r, _, _ = select.select([fd], [], [], remaining)
-        if not r:
+        poller = select.poll()     # not select(): a server's descriptors can go past 1024
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(min(remaining, 3600.0) * 1000):
             continue
         chunk = os.read(fd, 4096)
         if not chunk:
@@ -384,6 +385,93 @@ def enter(init_pidfd: int, cgroup_procs: list, proc: ProcSpec) -> int:
             os._exit(127)
 
 
+class ReadyWaiter:
+    """A waiter forked ahead of its command: it has joined its cgroups and setns(2)'d into the
+    sandbox, and waits for the command on a socket; ``launch`` hands it over.
+
+    Joining a cgroup is a migration, and on this kind of host (cgroup v1 controllers) the first
+    migration after ~10 ms without one waits for an RCU grace period (5-8 ms, more under load).
+    A supervisor keeps one of these ready, so an exec pays that wait ahead of time instead of in
+    front of its caller. Otherwise it behaves as ``enter``: its wait status mirrors the command's.
+    """
+
+    def __init__(self, init_pidfd: int, cgroup_procs: list):
+        security.prepare()
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            self._serve(child.detach(), init_pidfd, cgroup_procs)
+        child.close()
+        self.pid = pid
+        self._sock = parent
+
+    @staticmethod
+    def _serve(sock_fd: int, init_pidfd: int, cgroup_procs: list) -> None:
+        """In the waiter. Never returns."""
+        err = None
+        try:
+            # Forked from a threaded supervisor: drop every descriptor first (another execution's
+            # pipe end held here would keep that execution's reader from seeing EOF).
+            close_fds({sock_fd, init_pidfd})
+            join_cgroups(cgroup_procs)
+            sc.setns(init_pidfd, sc.SANDBOX_NAMESPACES)
+            os.close(init_pidfd)
+            sock = socket.socket(fileno=sock_fd)
+            data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 3)
+            while data and not data.endswith(b"\n"):
+                more = sock.recv(1 << 20)
+                if not more:
+                    break
+                data += more
+            if not data.endswith(b"\n"):
+                os._exit(0)     # discarded: no command came
+            sock.send(b"k")     # taken: from here on this waiter's status is the command's
+            sock.close()
+            msg = json.loads(data)
+            it = iter(fds)
+            stdio = [next(it) if has else None for has in msg["fds"]]
+            err = stdio[2]
+            proc = ProcSpec(msg["argv"], env=msg["env"], cwd=msg["cwd"], stdin=stdio[0], stdout=stdio[1],
+                            stderr=stdio[2], harden=msg["harden"])
+            child = os.fork()
+            if child == 0:
+                _exec_child(proc)
+            close_fds()
+            mirror_exit(child)
+        except BaseException as e:  # noqa: BLE001
+            try:
+                os.write(err if err is not None else 2, f"localsb: cannot enter sandbox: {e}\n".encode())
+            finally:
+                os._exit(127)
+
+    def launch(self, proc: ProcSpec) -> int:
+        """Hand ``proc`` to the waiter; return its pid (to wait on). Raises OSError if the waiter
+        is gone (killed with its cgroup, say): the caller then falls back to ``enter``."""
+        stdio = [proc.stdin, proc.stdout, proc.stderr]
+        msg = {"argv": list(proc.argv), "env": proc.env, "cwd": proc.cwd, "harden": proc.harden,
+               "fds": [fd is not None for fd in stdio]}
+        try:
+            socket.send_fds(self._sock, [(json.dumps(msg) + "\n").encode()],
+                            [fd for fd in stdio if fd is not None])
+            # The waiter says it has the command: one that died before (killed from outside)
+            # started nothing, and the caller can start the command elsewhere.
+            self._sock.settimeout(10.0)
+            if self._sock.recv(1) != b"k":
+                raise OSError(errno.EPIPE, "the ready waiter is gone")
+        finally:
+            self._sock.close()
+        return self.pid
+
+    def discard(self) -> None:
+        """End the waiter without a command and reap it."""
+        self._sock.close()
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _reap(self.pid)
+
+
 def mirror_exit(child: int, ignore=(signal.SIGTERM, signal.SIGINT)) -> None:
     """In a waiter: wait for ``child`` and end the same way (a signal death is re-raised on
     itself), so the waiter's own parent reads the command's status. Never returns."""
@@ -413,7 +501,9 @@ def await_exit(pid: int, tick=None, interval: float = 0.05) -> None:
     except (ProcessLookupError, ChildProcessError):
         return
     try:
-        while not select.select([pfd], [], [], interval)[0]:
+        poller = select.poll()     # not select(): a busy server's descriptors go past 1024
+        poller.register(pfd, select.POLLIN)
+        while not poller.poll(interval * 1000):
             if tick is not None:
                 tick()
     finally:
@@ -438,5 +528,5 @@ def pidfd_open(pid: int) -> int:
     return os.pidfd_open(pid)
 
 
-__all__ = ["RootSpec", "ProcSpec", "Started", "start", "enter", "await_exit", "read_exit_status",
+__all__ = ["RootSpec", "ProcSpec", "Started", "start", "enter", "ReadyWaiter", "await_exit", "read_exit_status",
            "status_to_exit_code", "set_subreaper", "pidfd_open", "DEFAULT_PATH", "sys"]

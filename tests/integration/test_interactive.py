@@ -258,3 +258,58 @@ def test_sigkill_during_create_leaves_nothing(state_dir):
     vols = os.path.join(e.pool.root, "sandboxes")
     assert not os.path.isdir(vols) or os.listdir(vols) == []
     e.close()
+
+
+def _v2_cgroup(out: str) -> str:
+    return [line for line in out.splitlines() if line.startswith("0::")][0][3:]
+
+
+def _ready_waiters(engine, sid) -> dict:
+    """{cgroup name: pids} of the supervisor's waiters forked ahead (v2 cgroups proc-N)."""
+    from localsb.linux.cgroups import SandboxCgroup
+    from localsb.engine.store import loads
+    cg = SandboxCgroup.from_dict(loads(engine.store.one("SELECT cgroup FROM sandboxes WHERE id=?", sid)["cgroup"]))
+    base = cg.paths["v2"]
+    found = {}
+    for name in os.listdir(base):
+        if name.startswith("proc-"):
+            with open(os.path.join(base, name, "cgroup.procs")) as fh:
+                found[name] = [int(p) for p in fh.read().split()]
+    return found
+
+
+def _wait_for(cond, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_execs_run_on_a_waiter_forked_ahead_and_survive_its_loss(engine, sbx):
+    """The supervisor keeps one waiter ready (its cgroup join paid ahead): each exec runs in the
+    ready waiter's cgroup, and a new one is forked after each answer. A ready waiter that dies
+    (killed from outside) costs nothing but the head start; after a restore (new init, new
+    namespaces) the stale one is dropped and a new one enters the new init's namespaces."""
+    _wait_for(lambda: any(_ready_waiters(engine, sbx).values()))
+    (name, pids), = _ready_waiters(engine, sbx).items()
+    assert len(pids) == 1
+    r, out, _ = ex(engine, sbx, "cat", "/proc/self/cgroup")
+    assert r["exitCode"] == 0 and _v2_cgroup(out) == "/" + name   # ran on the ready waiter
+    _wait_for(lambda: any(_ready_waiters(engine, sbx).values()))
+    (name2, pids2), = _ready_waiters(engine, sbx).items()
+    assert name2 != name
+    os.kill(pids2[0], signal.SIGKILL)
+    r, out, _ = ex(engine, sbx, "cat", "/proc/self/cgroup")
+    assert r["exitCode"] == 0 and _v2_cgroup(out).startswith("/exec-"), out   # fell back to a fresh waiter
+    _wait_for(lambda: any(_ready_waiters(engine, sbx).values()))
+    ex(engine, sbx, "sh", "-c", "echo before > /home/agentuity/f")
+    engine.checkpoint_create(sbx, "c1")
+    ex(engine, sbx, "sh", "-c", "echo after > /home/agentuity/f")
+    engine.checkpoint_restore(sbx, "c1")
+    r, out, _ = ex(engine, sbx, "sh", "-c", "cat /home/agentuity/f; cat /proc/self/cgroup")
+    assert r["exitCode"] == 0 and out.startswith("before\n"), out
+    _wait_for(lambda: any(_ready_waiters(engine, sbx).values()))
+    r, out, _ = ex(engine, sbx, "sh", "-c", "cat /home/agentuity/f; echo $$")
+    assert r["exitCode"] == 0 and out.startswith("before\n"), out
+    # the command sees the restored init's pid namespace: its shell is a small pid, not a host one
+    assert int(out.split()[1]) < 1000
