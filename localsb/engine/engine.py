@@ -235,6 +235,7 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
         self._insert_sandbox(spec, source, sandbox_id)
         started = None
         pipes = []
+        netns_fd = None
         try:
             volume, root, cg = self._prepare(sandbox_id, spec, source)
             o_r, o_w = os.pipe2(os.O_CLOEXEC)
@@ -244,21 +245,17 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
             stdin_fd = _fileno(stdin)
             proc = spawn.ProcSpec(list(spec.command), env=env, cwd=WORKSPACE, stdin=stdin_fd,
                                   stdout=o_w, stderr=e_w)
-            netns_fd = None
             if spec.network:
-                # wired before the command starts: its first connect already has a route
+                # wired before the command starts: its first connect already has a route; the
+                # descriptor keeps the namespace (and the link's byte counters) until teardown
                 from .network import prepare_run
                 netns_fd = prepare_run(self, sandbox_id, root)
-            try:
-                started = spawn.start(spawn.RootSpec(root, _hostname(sandbox_id), netns_fd=netns_fd),
-                                      cg.procs_files(), proc)
-            finally:
-                if netns_fd is not None:
-                    os.close(netns_fd)
+            started = spawn.start(spawn.RootSpec(root, _hostname(sandbox_id), netns_fd=netns_fd),
+                                  cg.procs_files(), proc)
             os.close(o_w)
             os.close(e_w)
         except BaseException as exc:
-            for fd in pipes:
+            for fd in pipes + ([netns_fd] if netns_fd is not None else []):
                 _close(fd)
             self._teardown(sandbox_id, final=None)
             self.store.run("DELETE FROM sandboxes WHERE id=?", sandbox_id)
@@ -303,9 +300,13 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
                       "output_truncated=? WHERE id=?", (ex_status, code, error, t_end, int((t_end - t_start) * 1000),
                                                        int(result_pump["truncated"]), exec_id))
         mark_done(done)
-        self._teardown(sandbox_id, final="terminated", exit_code=code, usage=usage,
-                       reason="oom" if oom and code == 137 else ("timeout" if timed_out else "completed"),
-                       error=error)
+        try:
+            self._teardown(sandbox_id, final="terminated", exit_code=code, usage=usage,
+                           reason="oom" if oom and code == 137 else ("timeout" if timed_out else "completed"),
+                           error=error)
+        finally:
+            if netns_fd is not None:
+                _close(netns_fd)
         return {"sandboxId": sandbox_id, "exitCode": code, "durationMs": int((time.time() - t0) * 1000),
                 "executionId": exec_id, "status": ex_status, "error": error}
 
@@ -340,6 +341,9 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
         row = self.store.one("SELECT * FROM sandboxes WHERE id=?", sandbox_id)
         if row is None:
             return
+        if loads(row["spec"], {}).get("network"):
+            from .network import bank_egress
+            bank_egress(self, sandbox_id)
         cgd = loads(row["cgroup"])
         if cgd:
             from localsb.linux.cgroups import SandboxCgroup
@@ -729,9 +733,9 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
             sw.append("COALESCE(terminated_at, 1e18)>=?"); sargs.append(t0)
         if t1 is not None:
             sw.append("created_at<?"); sargs.append(t1)
-        agg = self.store.one(f"SELECT COALESCE(SUM(cpu_time_ms),0), COALESCE(SUM(memory_byte_sec),0) FROM sandboxes "
-                             f"WHERE {' AND '.join(sw)}", *sargs)
-        cpu_ms, mem_bs = int(agg[0]), int(agg[1])
+        agg = self.store.one(f"SELECT COALESCE(SUM(cpu_time_ms),0), COALESCE(SUM(memory_byte_sec),0), "
+                             f"COALESCE(SUM(network_egress_bytes),0) FROM sandboxes WHERE {' AND '.join(sw)}", *sargs)
+        cpu_ms, mem_bs, egress = int(agg[0]), int(agg[1]), int(agg[2])
         # live sandboxes: add what their cgroups have used so far
         for r in self.store.all(f"SELECT * FROM sandboxes WHERE {w} AND status IN ('idle','running','paused',"
                                 f"'suspended')", *args):
@@ -740,12 +744,15 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
                 u = self._usage(SandboxCgroup.from_dict(loads(r["cgroup"])), r["created_at"], time.time())
                 cpu_ms += u.get("cpu_time_ms", 0)
                 mem_bs += u.get("memory_byte_sec", 0)
+            if loads(r["spec"], {}).get("network"):
+                from .network import egress_bytes
+                egress += egress_bytes(self, r) - (r["network_egress_bytes"] or 0)   # the live link's
         running, idle, creating = counts.get("running", 0), counts.get("idle", 0), counts.get("creating", 0)
         active = running + idle + creating + counts.get("paused", 0) + counts.get("suspended", 0)
         return {"services": {"sandbox": {"totalActive": active, "running": running, "idle": idle,
                                          "creating": creating, "totalExecutions": total_exec,
                                          "totalCpuTimeMs": cpu_ms, "totalMemoryByteSec": mem_bs,
-                                         "totalNetworkEgressBytes": 0}}}
+                                         "totalNetworkEgressBytes": egress}}}
 
     # doctor --------------------------------------------------------------------------------------
     def doctor(self) -> dict:

@@ -218,6 +218,33 @@ def detach(engine, sandbox_id: str) -> None:
         pass
 
 
+def link_egress_bytes(ifname: str) -> int:
+    """Bytes the sandbox has sent on its link: the host end's received bytes (frames, headers
+    included: everything the sandbox sends leaves through this link). 0 without a link."""
+    try:
+        with open(f"/sys/class/net/{ifname}/statistics/rx_bytes") as fh:
+            return int(fh.read())
+    except (OSError, ValueError):
+        return 0
+
+
+def bank_egress(engine, sandbox_id: str) -> None:
+    """Before the sandbox's processes are killed (teardown, restore): add what it sent on its link
+    to its row. The link goes with the last process of its network namespace, counters and all."""
+    sent = link_egress_bytes(link_names(engine, sandbox_id)[0])
+    if sent:
+        engine.store.run("UPDATE sandboxes SET network_egress_bytes=network_egress_bytes+? WHERE id=?",
+                         sent, sandbox_id)
+
+
+def egress_bytes(engine, row) -> int:
+    """networkEgressBytes of a sandbox: its removed links' bytes plus its live link's."""
+    total = row["network_egress_bytes"] or 0
+    if row["status"] not in ("terminated", "failed", "deleted"):
+        total += link_egress_bytes(link_names(engine, row["id"])[0])
+    return total
+
+
 def attach_pid(engine, sandbox_id: str, init_pid: int, root: str) -> dict:
     """attach() to the network namespace of a running init (the supervisor, after PID 1 starts)."""
     from localsb.linux import netns as N

@@ -46,7 +46,8 @@ def sandbox_info(row, org_names=None, url=None) -> dict:
         "env": loads(row["env"], {}) or None,
         "cpuTimeMs": row["cpu_time_ms"],
         "memoryByteSec": row["memory_byte_sec"],
-        "networkEgressBytes": 0 if row["status"] in ("terminated", "failed", "deleted") else None,
+        "networkEgressBytes": row["network_egress_bytes"] if row["status"] in ("terminated", "failed", "deleted")
+        else None,
         "error": row["error"],
     }
     if row["project_id"]:

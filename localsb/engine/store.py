@@ -14,7 +14,7 @@ import weakref
 
 from localsb.api.errors import StateError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS = {
     1: """
@@ -65,6 +65,10 @@ MIGRATIONS = {
         sandbox_id TEXT PRIMARY KEY, org_id TEXT NOT NULL, cpu_usec INTEGER NOT NULL DEFAULT 0,
         memory_byte_sec REAL NOT NULL DEFAULT 0, sampled_at REAL
     );
+    """,
+    # bytes the sandbox sent on network links already removed (a restore replaces the link)
+    2: """
+    ALTER TABLE sandboxes ADD COLUMN network_egress_bytes INTEGER NOT NULL DEFAULT 0
     """,
 }
 

@@ -720,6 +720,9 @@ def _restore_volume(sup: "Supervisor", msg, fds):
         sup.current = "restore"
     try:
         sup._drop_ready()    # it entered the namespaces of the init about to go
+        if sup.spec.get("network"):
+            from .network import bank_egress
+            bank_egress(sup.engine, sup.sandbox_id)   # the old link goes with the old init
         cgd = sup.engine.cgroups
         cgd.kill(sup.cg)
         try:

@@ -420,3 +420,102 @@ def test_checkpoint_restore_gives_the_new_init_a_link(engine, netsbx):
         assert out == f"ok hello {st2['sandboxIp']}\n"
     finally:
         srv.close()
+
+
+class _Sink:
+    """A TCP server on the host end of a sandbox's link that reads each connection to its end."""
+
+    def __init__(self, ip):
+        self.received = []
+        self.sock = socket.socket()
+        self.sock.bind((ip, 0))
+        self.sock.listen(4)
+        self.addr = (ip, self.sock.getsockname()[1])
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            n = 0
+            while True:
+                data = c.recv(65536)
+                if not data:
+                    break
+                n += len(data)
+            self.received.append(n)
+            c.close()
+
+    def send_from(self, engine, sid, nbytes):
+        rc, out, err = py(engine, sid, CONNECT + f"""
+import socket
+s = socket.create_connection({self.addr!r}, timeout=10)
+s.sendall(b"x" * {nbytes})
+s.close()
+""")
+        assert rc == 0, err
+        deadline = time.monotonic() + 5
+        while not self.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert self.received == [nbytes]
+
+    def close(self):
+        self.sock.close()
+
+
+def test_network_egress_bytes_count_what_the_sandbox_sent(engine, netsbx):
+    """networkEgressBytes: the bytes a sandbox sent on its link, live in stats, kept on the row
+    when the link goes (restore makes a new one; delete removes it)."""
+    sid, st = netsbx()
+    before = engine.stats()["services"]["sandbox"]["totalNetworkEgressBytes"]
+    sink = _Sink(st["hostIp"])
+    try:
+        sink.send_from(engine, sid, 300_000)
+    finally:
+        sink.close()
+    live = engine.stats()["services"]["sandbox"]["totalNetworkEgressBytes"] - before
+    assert 300_000 <= live < 400_000        # the payload plus its TCP/IP headers
+    engine.checkpoint_create(sid, "c1")
+    engine.checkpoint_restore(sid, "c1")     # a new init, a new link: the old one's bytes stay
+    sink = _Sink(network.read_state(engine, sid)["hostIp"])
+    try:
+        sink.send_from(engine, sid, 300_000)
+    finally:
+        sink.close()
+    engine.sandbox_destroy(sid)
+    sent = engine.sandbox_get(sid, include_deleted=True)["networkEgressBytes"]
+    assert 600_000 <= sent < 800_000, sent
+    quiet = engine.sandbox_create(CreateSpec())["sandboxId"]
+    engine.sandbox_destroy(quiet)
+    assert engine.sandbox_get(quiet, include_deleted=True)["networkEgressBytes"] == 0
+
+
+
+def test_one_shot_run_counts_its_egress_bytes(engine, remote):
+    """A one-shot run's link lives until its teardown counted it (the namespace would take the
+    link's counters with it when the command ends)."""
+    received = []
+    srv = remote.socket()      # "the internet": a namespace of the test's own
+    srv.bind((remote.ip, 0))
+    srv.listen(1)
+
+    def drain():
+        c, _ = srv.accept()
+        n = 0
+        while (data := c.recv(65536)):
+            n += len(data)
+        received.append(n)
+        c.close()
+    threading.Thread(target=drain, daemon=True).start()
+    code = f"import socket; s = socket.create_connection(({remote.ip!r}, {srv.getsockname()[1]}), timeout=10); " \
+           f"s.sendall(b'y' * 200_000); s.close()"
+    try:
+        r = engine.sandbox_run(CreateSpec(mode="oneshot", network=True, command=["python3", "-c", code]),
+                               None, io.BytesIO(), io.BytesIO())
+    finally:
+        srv.close()
+    assert r["exitCode"] == 0 and received == [200_000]
+    sent = engine.sandbox_get(r["sandboxId"])["networkEgressBytes"]
+    assert 200_000 <= sent < 300_000, sent
