@@ -369,6 +369,15 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
                 self.pool.delete_volume(row["volume"])
             except Exception:
                 pass
+            # volumes a checkpoint restore moved aside and had not deleted yet (supervisor.py)
+            retired = os.path.join(self.pool.root, "retired")
+            prefix = os.path.basename(row["volume"]) + "."
+            for name in (os.listdir(retired) if os.path.isdir(retired) else ()):
+                if name.startswith(prefix):
+                    try:
+                        self.pool.delete_volume(os.path.join(retired, name))
+                    except Exception:  # noqa: BLE001 - the next restore's sweep retries it
+                        pass
         for ck in self.store.all("SELECT volume FROM checkpoints WHERE sandbox_id=?", sandbox_id):
             try:
                 self.pool.delete_volume(ck["volume"])

@@ -710,6 +710,55 @@ def _feed(fd, data, path=None, done_path=None, limit=600.0):
         os.close(fd)
 
 
+RETIRED_MAX_AGE = 600.0   # a retired volume older than this was left by a supervisor that died
+
+
+def _retire_volume(pool, volume: str) -> str | None:
+    """Move the sandbox's old volume aside (a rename) for deletion after the restore has answered.
+
+    Deleting a btrfs subvolume evicts its cached inodes first: ~220 ms for a just-used tree of
+    30,000 files here, against ~0.3 ms for the rename. Other drivers delete at once."""
+    if pool.name != "btrfs":
+        pool.delete_volume(volume)
+        return None
+    trash = os.path.join(pool.root, "retired")
+    os.makedirs(trash, exist_ok=True)
+    now = time.time()
+    for name in os.listdir(trash):
+        old = os.path.join(trash, name)
+        try:
+            if now - os.lstat(old).st_mtime > RETIRED_MAX_AGE:
+                pool.delete_volume(old)
+        except OSError:
+            pass
+    dest = os.path.join(trash, f"{os.path.basename(volume)}.{os.urandom(4).hex()}")
+    os.rename(volume, dest)
+    os.utime(dest)   # its age in the retired directory counts from now
+    return dest
+
+
+def _delete_retired(pool, path: str) -> None:
+    """Delete a retired volume in a child process: the ioctl holds the GIL for its whole length,
+    which in a thread would stall every request of this supervisor meanwhile."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            pool.delete_volume(path)
+        except BaseException as e:  # noqa: BLE001 - a later restore's sweep or teardown retries it
+            os.write(2, f"localsb: cannot delete retired volume {path}: {e}\n".encode())
+            code = 1
+        os._exit(code)
+    threading.Thread(target=_reap_quietly, args=(pid,), daemon=True).start()
+
+
+def _reap_quietly(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
 def _restore_volume(sup: "Supervisor", msg, fds):
     """Stop every process of the sandbox, put the checkpoint's tree back, start a fresh init."""
     from localsb.linux import rootfs, spawn
@@ -739,7 +788,7 @@ def _restore_volume(sup: "Supervisor", msg, fds):
         row = sup.store.one("SELECT * FROM sandboxes WHERE id=?", sup.sandbox_id)
         volume = row["volume"]
         rootfs.unmount_tree(os.path.join(volume, "root"))
-        sup.engine.pool.delete_volume(volume)
+        retired = _retire_volume(sup.engine.pool, volume)
         sup.engine.pool.snapshot(msg["volume"], volume, read_only=False)
         if sup.spec.get("usr_overlay"):
             rootfs.mount_usr_overlay(os.path.join(volume, "root"), os.path.join(volume, "usr.upper"),
@@ -752,6 +801,8 @@ def _restore_volume(sup: "Supervisor", msg, fds):
             reattach(sup.engine, sup.sandbox_id, sup.started.init_pid, sup.root)
         sup.store.run("UPDATE sandboxes SET init_pid=?, status='idle', paused_at=NULL, updated_at=?, last_activity=? "
                       "WHERE id=?", sup.started.init_pid, time.time(), sup.engine.clock.now(), sup.sandbox_id)
+        if retired:
+            _delete_retired(sup.engine.pool, retired)
         return {}
     finally:
         with sup.lock:

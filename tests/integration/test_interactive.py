@@ -313,3 +313,21 @@ def test_execs_run_on_a_waiter_forked_ahead_and_survive_its_loss(engine, sbx):
     assert r["exitCode"] == 0 and out.startswith("before\n"), out
     # the command sees the restored init's pid namespace: its shell is a small pid, not a host one
     assert int(out.split()[1]) < 1000
+
+
+def test_restore_moves_the_old_volume_aside_and_deletes_it_after(engine, sbx):
+    """Restore renames the replaced volume into <pool>/retired and deletes it once the sandbox
+    runs again (deleting a just-used subvolume costs ~200 ms of inode eviction for 30,000 files);
+    nothing stays behind, after the restore or after delete."""
+    retired = os.path.join(engine.pool.root, "retired")
+    ex(engine, sbx, "sh", "-c", "mkdir -p d && for i in $(seq 200); do echo $i > d/f$i; done")
+    engine.checkpoint_create(sbx, "c1")
+    ex(engine, sbx, "sh", "-c", "rm -r d; echo new > n")
+    engine.checkpoint_restore(sbx, "c1")
+    r, out, _ = ex(engine, sbx, "sh", "-c", "ls d | wc -l; test -e n && echo n-exists || echo n-gone")
+    assert out.split() == ["200", "n-gone"]
+    _wait_for(lambda: not os.listdir(retired))
+    engine.checkpoint_restore(sbx, "c1")
+    engine.sandbox_destroy(sbx)
+    assert os.listdir(retired) == []
+    assert not os.path.exists(os.path.join(engine.pool.root, "sandboxes", sbx))
