@@ -370,19 +370,28 @@ def enter(init_pidfd: int, cgroup_procs: list, proc: ProcSpec) -> int:
     try:
         join_cgroups(cgroup_procs)
         sc.setns(init_pidfd, sc.SANDBOX_NAMESPACES)
-        child = os.fork()
-        if child == 0:
-            _exec_child(proc)
-        # The waiter keeps nothing open: an inherited pipe end (stdin feeder, client fds) would
-        # keep the command from seeing EOF or the caller's pump from ending.
-        close_fds()
-        mirror_exit(child)
+        _wait_for_command(proc)
     except BaseException as e:  # noqa: BLE001
-        try:
-            os.write(proc.stderr if proc.stderr is not None else 2,
-                     f"localsb: cannot enter sandbox: {e}\n".encode())
-        finally:
-            os._exit(127)
+        _waiter_failed(proc.stderr, e)
+
+
+def _wait_for_command(proc: ProcSpec) -> None:
+    """In a waiter that has entered the sandbox: fork ``proc``, then end as it ends. Never returns."""
+    child = os.fork()
+    if child == 0:
+        _exec_child(proc)
+    # The waiter keeps nothing open: an inherited pipe end (stdin feeder, client fds) would
+    # keep the command from seeing EOF or the caller's pump from ending.
+    close_fds()
+    mirror_exit(child)
+
+
+def _waiter_failed(err_fd: int | None, e: BaseException) -> None:
+    """In a waiter: say why the command could not start, on its stderr, and exit 127."""
+    try:
+        os.write(err_fd if err_fd is not None else 2, f"localsb: cannot enter sandbox: {e}\n".encode())
+    finally:
+        os._exit(127)
 
 
 class ReadyWaiter:
@@ -433,16 +442,9 @@ class ReadyWaiter:
             err = stdio[2]
             proc = ProcSpec(msg["argv"], env=msg["env"], cwd=msg["cwd"], stdin=stdio[0], stdout=stdio[1],
                             stderr=stdio[2], harden=msg["harden"])
-            child = os.fork()
-            if child == 0:
-                _exec_child(proc)
-            close_fds()
-            mirror_exit(child)
+            _wait_for_command(proc)
         except BaseException as e:  # noqa: BLE001
-            try:
-                os.write(err if err is not None else 2, f"localsb: cannot enter sandbox: {e}\n".encode())
-            finally:
-                os._exit(127)
+            _waiter_failed(err, e)
 
     def launch(self, proc: ProcSpec) -> int:
         """Hand ``proc`` to the waiter; return its pid (to wait on). Raises OSError if the waiter
