@@ -292,3 +292,12 @@ def test_both_clis_find_an_agent_among_their_parents(cli, tmp_path):
 
     assert re.search(r"^\[OK\] created sandbox sbx_[a-z0-9]+ in \d+ms$", under("claude", official), re.M)
     assert re.fullmatch(r"\[OK\] created sandbox sbx_[a-z0-9]+ in \d+ms\n", under("claude", local))
+
+
+def test_run_passes_piped_stdin(cli):
+    """The official CLI uploads a piped stdin to the stream service only after the create answer;
+    mockcloud hands the engine the growing stream file, so the command reads all of it."""
+    data = b"".join(b"line %d\n" % i for i in range(2000))
+    r = cli("run", "--", "sh", "-c", "wc -l; echo done", input_bytes=data)
+    assert r.returncode == 0, r.err
+    assert r.out.split() == ["2000", "done"], r.out
