@@ -130,13 +130,10 @@ class Daemon:
     def _spawn(self, fd: int) -> int:
         """Double fork, new session, exec a fresh interpreter running ``<module>.main`` with the
         listening socket; return the daemon's pid."""
+        from localsb.linux.spawn import close_fds   # before the fork: a caller's thread may hold the import lock
+        from .interp import fresh_python
         r, w = os.pipe2(os.O_CLOEXEC)
-        args = [sys.executable, "-S", "-c", f"from {self.module} import main; main()", self.state_dir, str(fd)]
-        env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "PATH": os.environ.get("PATH", ""),
-               "PYTHONDONTWRITEBYTECODE": "1"}
-        for key in ("LOCALSB_TEST_CLOCK_FILE", "LOCALSB_STORAGE", "HOME"):
-            if key in os.environ:
-                env[key] = os.environ[key]
+        args, env = fresh_python(self.module, self.state_dir, str(fd))
         log = os.path.join(self.state_dir, "logs", self.name + ".log")
         pid = os.fork()
         if pid == 0:
@@ -154,12 +151,7 @@ class Daemon:
                 os.dup2(out, 1)
                 os.dup2(out, 2)
                 os.set_inheritable(fd, True)
-                for other in _open_fds():
-                    if other > 2 and other != fd:
-                        try:
-                            os.close(other)
-                        except OSError:
-                            pass
+                close_fds({fd})
                 os.execve(sys.executable, args, env)
             finally:
                 os._exit(127)
@@ -240,13 +232,6 @@ def _terminate(pid: int, start, timeout: float = 2.0) -> None:
             pass
 
 
-def _open_fds():
-    try:
-        return [int(x) for x in os.listdir("/proc/self/fd")]
-    except OSError:
-        return list(range(3, 1024))
-
-
 class HttpGatewayDaemon(Daemon):
     def needed(self, store, exclude=None) -> bool:
         marks = ",".join("?" for _ in LIVE)
@@ -263,12 +248,18 @@ def http_gateway(state_dir: str) -> HttpGatewayDaemon:
 # the gateway process -------------------------------------------------------------------------------
 def main():
     """Entry point of the gateway interpreter (argv: state_dir listening_fd)."""
+    serve_daemon(HttpGateway)
+
+
+def serve_daemon(server_cls) -> None:
+    """The body of a gateway interpreter's main (argv: state_dir listening_fd): SIGTERM ends it,
+    SIGHUP and SIGPIPE are ignored, ``server_cls(state_dir, listening socket).serve()`` runs."""
     import asyncio
     state_dir, fd = sys.argv[1], int(sys.argv[2])
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    asyncio.run(HttpGateway(state_dir, socket.socket(fileno=fd)).serve())
+    asyncio.run(server_cls(state_dir, socket.socket(fileno=fd)).serve())
 
 
 def _response(status: int, reason: str, text: str) -> bytes:

@@ -71,16 +71,26 @@ def launch(engine, sandbox_id: str, root: str, cg) -> tuple[int, int]:
     interpreter started with ``-S`` and the caller's resolved sys.path.
     """
     if threading.active_count() == 1:
-        return _launch_forked(engine, sandbox_id, root, cg)
+        from .store import Store
+        Store.close_all()  # connections reopen on their next use, in each thread
+        return _start_detached(lambda w: _supervisor_main(engine.state_dir, sandbox_id, root, cg.to_dict(), w))
+    # imported before the fork: another thread may hold the import lock
+    from localsb.linux.spawn import close_fds
+    from .interp import fresh_python
+
+    def exec_fresh(w):
+        args, env = fresh_python("localsb.engine.supervisor", engine.state_dir, sandbox_id, root,
+                                 json.dumps(cg.to_dict()), str(w))
+        close_fds({w})
+        os.set_inheritable(w, True)
+        os.execve(sys.executable, args, env)
+    return _start_detached(exec_fresh)
+
+
+def _start_detached(body) -> tuple[int, int]:
+    """Double fork into a new session and run ``body(report_fd)`` there (it never returns: it
+    becomes the supervisor); wait for its one-line report. Returns (supervisor pid, init pid)."""
     r, w = os.pipe2(os.O_CLOEXEC)
-    args = [sys.executable, "-S", "-c", "from localsb.engine.supervisor import main; main()",
-            engine.state_dir, sandbox_id, root, json.dumps(cg.to_dict()), str(w)]
-    env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "PATH": os.environ.get("PATH", ""),
-           "PYTHONDONTWRITEBYTECODE": "1"}
-    for key in ("LOCALSB_TEST_CLOCK_FILE", "LOCALSB_STORAGE", "LOCALSB_DNS_SERVERS"):
-        if key in os.environ:
-            env[key] = os.environ[key]
-    from localsb.linux.spawn import close_fds  # not after the fork: another thread may hold the import lock
     pid = os.fork()
     if pid == 0:
         try:
@@ -88,28 +98,7 @@ def launch(engine, sandbox_id: str, root: str, cg) -> tuple[int, int]:
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)
-            close_fds({w})
-            os.set_inheritable(w, True)
-            os.execve(sys.executable, args, env)
-        except BaseException:  # noqa: BLE001
-            _report_failure(w)
-        os._exit(0)
-    os.close(w)
-    return _await_report(pid, r)
-
-
-def _launch_forked(engine, sandbox_id, root, cg) -> tuple[int, int]:
-    from .store import Store
-    r, w = os.pipe2(os.O_CLOEXEC)
-    Store.close_all()  # connections reopen on their next use, in each thread
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            os.setsid()
-            if os.fork() != 0:
-                os._exit(0)
-            _supervisor_main(engine.state_dir, sandbox_id, root, cg.to_dict(), w)
+            body(w)
         except BaseException:  # noqa: BLE001
             _report_failure(w)
         os._exit(0)
