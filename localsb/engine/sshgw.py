@@ -455,12 +455,8 @@ def _write_all(fd: int, data: bytes) -> None:
 # the SSH gateway process ----------------------------------------------------------------------------
 def main():
     """Entry point of the gateway interpreter (argv: state_dir listening_fd)."""
-    import asyncio
-    state_dir, fd = sys.argv[1], int(sys.argv[2])
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    asyncio.run(SshGateway(state_dir, socket.socket(fileno=fd)).serve())
+    from .gateway import serve_daemon
+    serve_daemon(SshGateway)
 
 
 def host_key_path(state_dir: str) -> str:

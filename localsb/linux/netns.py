@@ -204,41 +204,38 @@ def netns_fd_of(pid: int) -> int:
 def run_in_netns(netns_fd: int, fn, *args):
     """setns(2) (CLONE_NEWNET, which is per thread) into ``netns_fd`` on a fresh thread and call
     ``fn(*args)`` there. Sockets made there keep that namespace; returns fn's result or raises its error."""
-    box = {}
-
-    def body():
-        try:
-            sc.setns(netns_fd, sc.CLONE_NEWNET)
-            box["result"] = fn(*args)
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
-            box["error"] = e
-
-    t = threading.Thread(target=body, name="localsb-netns", daemon=True)
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box.get("result")
+    def inside():
+        sc.setns(netns_fd, sc.CLONE_NEWNET)
+        return fn(*args)
+    return _on_fresh_thread(inside, "localsb-netns")
 
 
 def new_netns() -> int:
     """unshare(CLONE_NEWNET) on a throwaway thread; return a descriptor of the new namespace
     (/proc/thread-self/ns/net). The namespace lives as long as the descriptor or a process in it."""
+    def inside():
+        sc.unshare(sc.CLONE_NEWNET)
+        return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    return _on_fresh_thread(inside, "localsb-netns-new")
+
+
+def _on_fresh_thread(fn, name: str):
+    """fn() on a new thread that ends with it (a per-thread namespace change goes with it);
+    returns its result or raises its error here."""
     box = {}
 
     def body():
         try:
-            sc.unshare(sc.CLONE_NEWNET)
-            box["fd"] = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        except BaseException as e:  # noqa: BLE001
+            box["result"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
             box["error"] = e
 
-    t = threading.Thread(target=body, name="localsb-netns-new", daemon=True)
+    t = threading.Thread(target=body, name=name, daemon=True)
     t.start()
     t.join()
     if "error" in box:
         raise box["error"]
-    return box["fd"]
+    return box["result"]
 
 
 class NetnsSockets:
