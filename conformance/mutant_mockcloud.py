@@ -15,7 +15,6 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import sys
 
 from aiohttp import web
@@ -65,29 +64,14 @@ def main(argv=None) -> int:
     s.add_argument("--engine-state", default=None)
     args = p.parse_args(argv)
 
-    from mockcloud.app import make_app
+    from mockcloud.app import make_app, serve_app
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="mutant-mockcloud: %(levelname)s %(message)s")
     app = make_app(args.state_dir, engine_state=args.engine_state)
     # Outermost, so that it sees (and changes) what mockcloud's own middlewares produced.
     app.middlewares.insert(0, mutation_middleware(args.route, *args.rename))
 
-    async def serve():
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, args.host, args.port, reuse_address=True)
-        await site.start()
-        print(f"http://{args.host}:{runner.addresses[0][1]}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await runner.cleanup()
-
-    asyncio.run(serve())
+    asyncio.run(serve_app(app, args.host, args.port))
     sys.stdout.flush()
     # As mockcloud serve: parked long-poll threads must not hold the exit.
     os._exit(0)

@@ -152,7 +152,8 @@ def make_app(state_dir: str, *, engine=None, engine_state: str | None = None) ->
     return app
 
 
-async def _serve(app: web.Application, host: str, port: int, access_log: bool) -> None:
+async def serve_app(app: web.Application, host: str, port: int, access_log: bool = False) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM, printing its URL on one line first (port 0: the bound one)."""
     runner = web.AppRunner(app, access_log=log if access_log else None, handle_signals=False,
                            shutdown_timeout=1.0)
     await runner.setup()
@@ -175,7 +176,7 @@ def serve(state_dir: str, host: str = "127.0.0.1", port: int = 8080, *, engine_s
           access_log: bool = False) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="mockcloud: %(levelname)s %(message)s")
     app = make_app(state_dir, engine_state=engine_state)
-    asyncio.run(_serve(app, host, port, access_log))
+    asyncio.run(serve_app(app, host, port, access_log))
     # Threads parked in long-polls (up to 5 minutes) would hold the interpreter's exit, which joins
     # every pool thread; the engine is closed and live sandboxes belong to their supervisors, so
     # the process can end now.
