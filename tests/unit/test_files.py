@@ -27,23 +27,6 @@ MiB = 1 << 20
 
 
 @pytest.fixture
-def host(tmp_path):
-    d = tmp_path / "host"
-    d.mkdir()
-    (d / "secret").write_text("host secret\n")
-    (d / "subdir").mkdir()
-    return d
-
-
-@pytest.fixture
-def root(tmp_path):
-    r = tmp_path / "root"
-    (r / "home/agentuity").mkdir(parents=True)
-    (r / "etc").mkdir()
-    return r
-
-
-@pytest.fixture
 def ws(root):
     return root / "home/agentuity"
 

@@ -18,23 +18,6 @@ from localsb.linux.rootfs_access import RootedFS, normalize, openat2
 
 
 @pytest.fixture
-def host(tmp_path):
-    d = tmp_path / "host"
-    d.mkdir()
-    (d / "secret").write_text("host secret\n")
-    (d / "subdir").mkdir()
-    return d
-
-
-@pytest.fixture
-def root(tmp_path):
-    r = tmp_path / "root"
-    (r / "home/agentuity").mkdir(parents=True)
-    (r / "etc").mkdir()
-    return r
-
-
-@pytest.fixture
 def rfs(root):
     with RootedFS(str(root)) as fs:
         yield fs
