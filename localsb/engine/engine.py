@@ -130,7 +130,23 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
                       cpu_millicores=parse_cpu(spec.cpu) if spec.cpu else None,
                       pids=DEFAULT_PIDS, devices_allowlist=caps.get("devices") is not None)
 
-    def _insert_sandbox(self, spec: CreateSpec, source: dict, sandbox_id: str) -> None:
+    def _id_range(self):
+        """Reserve a host id range and make the sandbox's user namespace (linux/userns.py).
+        Returns (IdRange, userns fd or None); a host without user namespaces is refused with one
+        line, unless the user opted out of them explicitly."""
+        from localsb.linux import userns
+        rng = userns.reserve()
+        if rng.fd is None:
+            return rng, None
+        try:
+            return rng, userns.make_userns(rng.base)
+        except OSError as exc:
+            rng.close()
+            raise E.NotSupported(f"This host cannot give sandboxes a user namespace ({exc.strerror}): localsb "
+                                 f"will not run untrusted code as host root. Set {userns.NO_USERNS_ENV}=1 to run "
+                                 "sandboxes without one anyway (unsafe: root inside is root on the host)") from None
+
+    def _insert_sandbox(self, spec: CreateSpec, source: dict, sandbox_id: str, uid_base: int = 0) -> None:
         rt = source["runtime"]
         t = time.time()
         stored = {
@@ -140,6 +156,7 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
             "dependencies": spec.dependencies, "packages": spec.packages, "metadata": spec.metadata,
             "scopes": spec.scopes, "usr_overlay": bool(rt.get("usr_overlay")),
             "image": source.get("image"), "snapshot_info_json": source.get("snapshot_info_json"),
+            "uid_base": uid_base,
         }
         self.store.insert("sandboxes", {
             "id": sandbox_id, "org_id": spec.org_id or DEFAULT_ORG, "project_id": spec.project_id,
@@ -166,22 +183,43 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
             return images.ensure_deps(self.pool, source["runtime"]["name"], deps, log_dir=logs)
         return images.ensure_image(self.pool, source["runtime"]["name"], log_dir=logs)
 
-    def _prepare(self, sandbox_id: str, spec: CreateSpec, source: dict):
-        """Storage, files, overlay, cgroups. Returns (volume, root, cgroup); undone by _teardown."""
-        from localsb.linux import rootfs
+    def _prepare(self, sandbox_id: str, spec: CreateSpec, source: dict, rng, userns_fd):
+        """Storage, overlay root, files, cgroups. Returns (volume, root, cgroup); undone by _teardown.
+
+        The volume holds only the sandbox's own writable layers (owned by its id range) and the
+        list of read-only lowers they sit on (layers.json: its runtime image, the host's /usr);
+        the lowers reach it through idmapped mounts, so nothing is chowned on the way. From a
+        snapshot, the volume is a writable copy of the snapshot's, its layers moved to this
+        sandbox's range (linux/userns.shift_tree: as much work as the snapshot holds changes)."""
+        from localsb.linux import rootfs, userns
         image = self._image_for(source)
         volume = os.path.join(self.pool.root, "sandboxes", sandbox_id)
         os.makedirs(os.path.dirname(volume), exist_ok=True)
         self.store.run("UPDATE sandboxes SET volume=? WHERE id=?", volume, sandbox_id)
-        self.pool.snapshot(image, volume, read_only=False)
+        if source.get("volume") and image == source["volume"] and \
+                os.path.exists(os.path.join(image, rootfs.LAYERS_FILE)):
+            self.pool.snapshot(image, volume, read_only=False)
+            for d in rootfs.VOLUME_DIRS:
+                p = os.path.join(volume, d)
+                if os.path.isdir(p):
+                    userns.shift_tree(p, rng.base)
+            rootfs.make_volume_dirs(volume, rng.base)
+        else:
+            if source.get("volume") and image == source["volume"]:
+                layers = rootfs.read_layers(image)     # a whole tree of its own (older snapshots)
+            else:
+                layers = {"root": [os.path.join(image, "root")],
+                          "usr": ["/usr"] if source["runtime"].get("usr_overlay") else []}
+            self.pool.create_volume(volume)
+            rootfs.make_volume_dirs(volume, rng.base)
+            rootfs.write_layers(volume, layers)
         if spec.disk:
             self.pool.set_quota(volume, parse_size(spec.disk, "disk"))
         root = os.path.join(volume, "root")
+        rootfs.mount_root(volume, userns_fd)
         if spec.files:
             from .files import fs_write
             fs_write(root, spec.files)
-        if source["runtime"].get("usr_overlay"):
-            rootfs.mount_usr_overlay(root, os.path.join(volume, "usr.upper"), os.path.join(volume, "usr.work"))
         cg = self.cgroups.create(self.cgroup_name(sandbox_id), self._limits(spec))
         self.store.run("UPDATE sandboxes SET cgroup=? WHERE id=?", dumps(cg.to_dict()), sandbox_id)
         return volume, root, cg
@@ -194,18 +232,25 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
         sandbox_id = new_id("sandbox")
         spec.org_id = spec.org_id or DEFAULT_ORG
         oneshot = spec.mode == "oneshot"
-        self._insert_sandbox(spec, source, sandbox_id)
+        rng, userns_fd = self._id_range()
         try:
-            volume, root, cg = self._prepare(sandbox_id, spec, source)
-            from .network import on_create
-            on_create(self, sandbox_id, spec)
-            from .supervisor import launch
-            sup_pid, init_pid = launch(self, sandbox_id, root, cg)
-        except BaseException as exc:
-            self._teardown(sandbox_id, final=None)
-            self.store.run("DELETE FROM sandboxes WHERE id=?", sandbox_id)
-            self.store.run("DELETE FROM events WHERE sandbox_id=?", sandbox_id)
-            raise _host_error(exc, "create sandbox") from exc
+            self._insert_sandbox(spec, source, sandbox_id, rng.base)
+            try:
+                volume, root, cg = self._prepare(sandbox_id, spec, source, rng, userns_fd)
+                from .network import on_create
+                on_create(self, sandbox_id, spec)
+                from .supervisor import launch
+                sup_pid, init_pid = launch(self, sandbox_id, root, cg, rng.fd, userns_fd)
+            except BaseException as exc:
+                self._teardown(sandbox_id, final=None)
+                self.store.run("DELETE FROM sandboxes WHERE id=?", sandbox_id)
+                self.store.run("DELETE FROM events WHERE sandbox_id=?", sandbox_id)
+                raise _host_error(exc, "create sandbox") from exc
+        finally:
+            # the supervisor (and its keeper) hold the range and the namespace from here
+            rng.close()
+            if userns_fd is not None:
+                os.close(userns_fd)
         self.store.run("UPDATE sandboxes SET status='idle', supervisor_pid=?, supervisor_start=?, init_pid=?, "
                        "updated_at=? WHERE id=? AND status='creating'",
                        sup_pid, proc_start_time(sup_pid), init_pid, time.time(), sandbox_id)
@@ -225,19 +270,28 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
 
     # one-shot run, in this process ---------------------------------------------------------------
     def sandbox_run(self, spec: CreateSpec, stdin=None, stdout=None, stderr=None) -> dict:
-        from localsb.linux import spawn
         spec.mode = "oneshot"
         source = self._check_features(spec)
         spec.org_id = spec.org_id or DEFAULT_ORG
         sandbox_id = new_id("sandbox")
         exec_id = new_id("execution")
         t0 = time.time()
-        self._insert_sandbox(spec, source, sandbox_id)
+        rng, userns_fd = self._id_range()
+        try:
+            return self._run(spec, source, sandbox_id, exec_id, t0, rng, userns_fd, stdin, stdout, stderr)
+        finally:
+            rng.close()
+            if userns_fd is not None:
+                os.close(userns_fd)
+
+    def _run(self, spec, source, sandbox_id, exec_id, t0, rng, userns_fd, stdin, stdout, stderr) -> dict:
+        from localsb.linux import spawn
+        self._insert_sandbox(spec, source, sandbox_id, rng.base)
         started = None
         pipes = []
         netns_fd = None
         try:
-            volume, root, cg = self._prepare(sandbox_id, spec, source)
+            volume, root, cg = self._prepare(sandbox_id, spec, source, rng, userns_fd)
             o_r, o_w = os.pipe2(os.O_CLOEXEC)
             e_r, e_w = os.pipe2(os.O_CLOEXEC)
             pipes = [o_r, e_r]
@@ -249,8 +303,10 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
                 # wired before the command starts: its first connect already has a route; the
                 # descriptor keeps the namespace (and the link's byte counters) until teardown
                 from .network import prepare_run
-                netns_fd = prepare_run(self, sandbox_id, root)
-            started = spawn.start(spawn.RootSpec(root, _hostname(sandbox_id), netns_fd=netns_fd),
+                netns_fd = prepare_run(self, sandbox_id, root, userns_fd)
+            started = spawn.start(spawn.RootSpec(root, _hostname(sandbox_id), netns_fd=netns_fd,
+                                                 userns_fd=userns_fd,
+                                                 keep_fds=(rng.fd,) if rng.fd is not None else ()),
                                   cg.procs_files(), proc)
             os.close(o_w)
             os.close(e_w)

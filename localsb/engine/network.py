@@ -261,11 +261,16 @@ def reattach(engine, sandbox_id: str, init_pid: int, root: str) -> dict:
     return attach_pid(engine, sandbox_id, init_pid, root)
 
 
-def prepare_run(engine, sandbox_id: str, root: str) -> int:
-    """For a one-shot run: a new network namespace, attached before the command starts (so its
-    first connect already has a route). Returns the netns descriptor for spawn.RootSpec."""
+def prepare_run(engine, sandbox_id: str, root: str, userns_fd: int | None = None) -> int:
+    """For a one-shot run: a new network namespace (owned by the sandbox's user namespace when it
+    has one), attached before the command starts (so its first connect already has a route).
+    Returns the netns descriptor for spawn.RootSpec."""
     from localsb.linux import netns as N
-    fd = N.new_netns()
+    if userns_fd is not None:
+        from localsb.linux.userns import new_netns_in
+        fd = new_netns_in(userns_fd)
+    else:
+        fd = N.new_netns()
     try:
         attach(engine, sandbox_id, fd, root)
     except BaseException:

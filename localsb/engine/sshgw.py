@@ -196,8 +196,7 @@ def enter(init_pidfd: int, cgroup_procs: list, argv: list, env: dict, cwd: str =
     (TIOCGPTPEER, TIOCSCTTY). Returns (waiter pid, master fd or None); the waiter's wait status
     mirrors the command's, as spawn.enter's does.
     """
-    from localsb.linux import security
-    from localsb.linux import syscalls as sc
+    from localsb.linux import caps, security
     security.prepare()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
@@ -205,7 +204,7 @@ def enter(init_pidfd: int, cgroup_procs: list, argv: list, env: dict, cwd: str =
         try:
             spawn.close_fds({init_pidfd, theirs.fileno(), *(fd for fd in (stdio or ()) if fd is not None)})
             spawn.join_cgroups(cgroup_procs)
-            sc.setns(init_pidfd, sc.SANDBOX_NAMESPACES)
+            spawn.join_sandbox(init_pidfd)
             slave = None
             if pty is not None:
                 master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
@@ -224,6 +223,7 @@ def enter(init_pidfd: int, cgroup_procs: list, argv: list, env: dict, cwd: str =
                 if fd is not None and fd > 2:
                     os.close(fd)
             theirs.close()
+            caps.drop_all()
             spawn.mirror_exit(child, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
         except BaseException as e:  # noqa: BLE001 - never return into the caller's code
             try:

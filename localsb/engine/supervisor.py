@@ -60,7 +60,8 @@ def call(sock_path: str, msg: dict, fds=(), timeout=None) -> dict:
     raise E.from_code(reply.get("code"), reply.get("message") or "supervisor error")
 
 
-def launch(engine, sandbox_id: str, root: str, cg) -> tuple[int, int]:
+def launch(engine, sandbox_id: str, root: str, cg, range_fd: int | None = None,
+           userns_fd: int | None = None) -> tuple[int, int]:
     """Start the supervisor (double fork, new session, then a fresh interpreter) and wait until the
     sandbox's init is up. Returns (supervisor pid, init pid).
 
@@ -69,20 +70,26 @@ def launch(engine, sandbox_id: str, root: str, cg) -> tuple[int, int]:
     supervisor then needs no new interpreter (create stays in the tens of ms). A multi-threaded
     caller (mockcloud) cannot close every thread's connection, so its supervisor is a fresh
     interpreter started with ``-S`` and the caller's resolved sys.path.
+
+    The supervisor inherits ``range_fd`` (the reservation of the sandbox's id range, which it and
+    the keeper hold for the sandbox's life) and ``userns_fd`` (its user namespace).
     """
+    keep = tuple(fd for fd in (range_fd, userns_fd) if fd is not None)
+    fds = (-1 if range_fd is None else range_fd, -1 if userns_fd is None else userns_fd)
     if threading.active_count() == 1:
         from .store import Store
         Store.close_all()  # connections reopen on their next use, in each thread
-        return _start_detached(lambda w: _supervisor_main(engine.state_dir, sandbox_id, root, cg.to_dict(), w))
+        return _start_detached(lambda w: _supervisor_main(engine.state_dir, sandbox_id, root, cg.to_dict(), w, *fds))
     # imported before the fork: another thread may hold the import lock
     from localsb.linux.spawn import close_fds
     from .interp import fresh_python
 
     def exec_fresh(w):
         args, env = fresh_python("localsb.engine.supervisor", engine.state_dir, sandbox_id, root,
-                                 json.dumps(cg.to_dict()), str(w))
-        close_fds({w})
-        os.set_inheritable(w, True)
+                                 json.dumps(cg.to_dict()), str(w), str(fds[0]), str(fds[1]))
+        close_fds({w, *keep})
+        for fd in (w, *keep):
+            os.set_inheritable(fd, True)
         os.execve(sys.executable, args, env)
     return _start_detached(exec_fresh)
 
@@ -135,16 +142,16 @@ def _await_report(pid, r) -> tuple[int, int]:
 
 def main():
     """Entry point of the supervisor interpreter (argv: state_dir sandbox_id root cgroup_json fd)."""
-    state_dir, sandbox_id, root, cg_json, fd = sys.argv[1:6]
+    state_dir, sandbox_id, root, cg_json, fd, range_fd, userns_fd = sys.argv[1:8]
     report_fd = int(fd)
     try:
-        _supervisor_main(state_dir, sandbox_id, root, json.loads(cg_json), report_fd)
+        _supervisor_main(state_dir, sandbox_id, root, json.loads(cg_json), report_fd, int(range_fd), int(userns_fd))
     except BaseException:  # noqa: BLE001
         _report_failure(report_fd)
 
 
 # supervisor side --------------------------------------------------------------------------------
-def _supervisor_main(state_dir, sandbox_id, root, cg_dict, report_fd):
+def _supervisor_main(state_dir, sandbox_id, root, cg_dict, report_fd, range_fd=-1, userns_fd=-1):
     devnull = os.open("/dev/null", os.O_RDWR)
     log_path = os.path.join(state_dir, "logs", sandbox_id + ".log")
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -153,7 +160,10 @@ def _supervisor_main(state_dir, sandbox_id, root, cg_dict, report_fd):
     os.dup2(log, 2)
     # Close everything inherited (a server's listening socket, the creator's database handle...).
     from localsb.linux.spawn import close_fds
-    close_fds({report_fd})
+    close_fds({report_fd, range_fd, userns_fd})
+    for held in (range_fd, userns_fd):
+        if held >= 0:
+            os.set_inheritable(held, False)
     sys.stdout = os.fdopen(1, "w", buffering=1)
     sys.stderr = os.fdopen(2, "w", buffering=1)
     import faulthandler
@@ -162,6 +172,8 @@ def _supervisor_main(state_dir, sandbox_id, root, cg_dict, report_fd):
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     sup = Supervisor(state_dir, sandbox_id, root, cg_dict)
+    sup.range_fd = range_fd if range_fd >= 0 else None
+    sup.userns_fd = userns_fd if userns_fd >= 0 else None
     sup.start(report_fd)
     sup.serve()
     os._exit(0)
@@ -190,6 +202,13 @@ class Supervisor:
         self._ready_lock = threading.Lock()
         self._ready_n = 0
         self._want_prime = False
+        self.range_fd = None         # the id range's reservation (linux/userns.py), held for life
+        self.userns_fd = None        # the sandbox's user namespace: its keepers join it, restore idmaps with it
+
+    def _root_spec(self):
+        from localsb.linux import spawn
+        return spawn.RootSpec(self.root, self.sandbox_id.replace("_", "-"), userns_fd=self.userns_fd,
+                              keep_fds=(self.range_fd,) if self.range_fd is not None else ())
 
     # lifecycle -----------------------------------------------------------------------------------
     def start(self, report_fd):
@@ -201,8 +220,7 @@ class Supervisor:
         self.oneshot = row["mode"] == "oneshot"   # its one command starts on a fresh waiter
         self.seq = row["executions"]
         try:
-            self.started = spawn.start(spawn.RootSpec(self.root, self.sandbox_id.replace("_", "-")),
-                                       self.cg.procs_files())
+            self.started = spawn.start(self._root_spec(), self.cg.procs_files())
             os.close(self.started.status_fd)
             self.pidfd = os.pidfd_open(self.started.init_pid)
             if self.spec.get("network"):
@@ -779,10 +797,8 @@ def _restore_volume(sup: "Supervisor", msg, fds):
         rootfs.unmount_tree(os.path.join(volume, "root"))
         retired = _retire_volume(sup.engine.pool, volume)
         sup.engine.pool.snapshot(msg["volume"], volume, read_only=False)
-        if sup.spec.get("usr_overlay"):
-            rootfs.mount_usr_overlay(os.path.join(volume, "root"), os.path.join(volume, "usr.upper"),
-                                     os.path.join(volume, "usr.work"))
-        sup.started = spawn.start(spawn.RootSpec(sup.root, sup.sandbox_id.replace("_", "-")), sup.cg.procs_files())
+        rootfs.mount_root(volume, sup.userns_fd)
+        sup.started = spawn.start(sup._root_spec(), sup.cg.procs_files())
         os.close(sup.started.status_fd)
         sup.pidfd = os.pidfd_open(sup.started.init_pid)
         if sup.spec.get("network"):

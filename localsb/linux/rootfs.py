@@ -8,6 +8,7 @@ credentials).
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -84,11 +85,82 @@ def build_host_skeleton(root: str, hostname: str = "sandbox") -> None:
     os.chmod(os.path.join(root, "home/agentuity"), 0o755)
 
 
-def mount_usr_overlay(root: str, upper: str, work: str, lower: str = "/usr") -> None:
-    """mount(2) an overlay of the host's /usr (read-only lower) with a writable upper layer at
-    ``root``/usr, so the sandbox can install into /usr without touching the host."""
-    sc.mount("overlay", os.path.join(root, "usr"), "overlay", sc.MS_NODEV,
-             f"lowerdir={lower},upperdir={upper},workdir={work}")
+LAYERS_FILE = "layers.json"
+VOLUME_DIRS = ("root", "upper", "work", "usr.upper", "usr.work")
+
+
+def read_layers(volume: str) -> dict:
+    """The read-only lower layers under a sandbox volume's own writable ones: ``root`` (its /) and
+    ``usr`` (its /usr, for runtimes on the host's /usr), each a list of host paths, top first.
+
+    A volume without the file is a whole tree of its own (a snapshot built before this layout, or
+    by ``snapshot build`` of an older localsb): it serves as the lower itself."""
+    try:
+        with open(os.path.join(volume, LAYERS_FILE)) as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        usr = []
+        if os.path.isdir(os.path.join(volume, "usr.upper")):
+            usr = [os.path.join(volume, "usr.upper"), "/usr"]
+        return {"root": [os.path.join(volume, "root")], "usr": usr, "legacy": True}
+
+
+def write_layers(volume: str, layers: dict) -> None:
+    with open(os.path.join(volume, LAYERS_FILE), "w") as fh:
+        json.dump({"root": list(layers["root"]), "usr": list(layers.get("usr") or [])}, fh)
+
+
+def make_volume_dirs(volume: str, base: int) -> None:
+    """The writable side of a sandbox volume: an empty ``root`` (the mount point), the upper and
+    work directories of its / and /usr overlays, owned by the sandbox's root (host id ``base``)."""
+    for d in VOLUME_DIRS:
+        p = os.path.join(volume, d)
+        os.makedirs(p, mode=0o755, exist_ok=True)
+        os.chmod(p, 0o755)
+        os.chown(p, base, base)
+
+
+def mount_root(volume: str, userns_fd: int | None) -> None:
+    """mount(2) the sandbox's root at ``volume``/root: an overlay whose lower layers are idmapped,
+    read-only clones of its images (open_tree + mount_setattr MOUNT_ATTR_IDMAP, so files owned by
+    host root show as the sandbox's root) and whose upper layer is ``volume``/upper, owned by the
+    sandbox's range; then the same for /usr when the runtime has a /usr lower (the host's).
+
+    Layers are named to overlayfs as /proc/self/fd/N, so the mount options seen in the sandbox's
+    mountinfo name no host path. On failure nothing stays mounted."""
+    layers = read_layers(volume)
+    root = os.path.join(volume, "root")
+    fds = []
+
+    def clone(src):
+        fd = sc.open_tree(src, sc.OPEN_TREE_CLONE | sc.OPEN_TREE_CLOEXEC | sc.AT_RECURSIVE)
+        fds.append(fd)
+        attrs = sc.MOUNT_ATTR_RDONLY | sc.MOUNT_ATTR_NODEV
+        sc.mount_setattr(fd, attrs | (sc.MOUNT_ATTR_IDMAP if userns_fd is not None else 0), userns_fd or 0)
+        return f"/proc/self/fd/{fd}"
+
+    def path_fd(p):
+        fd = os.open(p, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fds.append(fd)
+        return f"/proc/self/fd/{fd}"
+
+    try:
+        lowers = ":".join(clone(src) for src in layers["root"])
+        sc.mount("overlay", root, "overlay", sc.MS_NODEV,
+                 f"lowerdir={lowers},upperdir={path_fd(os.path.join(volume, 'upper'))},"
+                 f"workdir={path_fd(os.path.join(volume, 'work'))}")
+        try:
+            if layers.get("usr"):
+                lowers = ":".join(clone(src) for src in layers["usr"])
+                sc.mount("overlay", os.path.join(root, "usr"), "overlay", sc.MS_NODEV,
+                         f"lowerdir={lowers},upperdir={path_fd(os.path.join(volume, 'usr.upper'))},"
+                         f"workdir={path_fd(os.path.join(volume, 'usr.work'))}")
+        except BaseException:
+            unmount_tree(root)
+            raise
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def unmount_tree(path: str) -> None:

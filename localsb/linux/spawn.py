@@ -1,12 +1,14 @@
 """Start processes in new namespaces, and enter them.
 
-``start`` forks a keeper that joins the sandbox's cgroups, unshare(2)s the mount, pid, net, uts,
-ipc and cgroup namespaces and forks the sandbox's PID 1, which builds the root (private mounts,
-bind of the root, fresh /proc, a minimal /dev, tmpfs /tmp, read-only /sys), pivot_root(2)s into it,
-brings up loopback and then either reaps orphans forever (an interactive sandbox's init) or runs
-one command and exits with its status (a one-shot sandbox). ``enter`` forks a waiter that joins
-the cgroups, setns(2)s into all of the init's namespaces at once through a pidfd and forks the
-command inside them.
+``start`` forks a keeper that joins the sandbox's cgroups and its user namespace (root inside is
+the sandbox's own host id range, never host root), unshare(2)s the pid, net, uts, ipc and cgroup
+namespaces (owned by that user namespace) and forks the sandbox's PID 1, which makes its mount
+namespace and builds the root (private mounts, bind of the root, fresh /proc with the OCI runtime
+spec's read-only and masked paths, a minimal /dev, tmpfs /tmp, read-only /sys), pivot_root(2)s
+into it, brings up loopback, drops every capability, and then either reaps orphans forever (an
+interactive sandbox's init) or runs one command and exits with its status (a one-shot sandbox).
+``enter`` forks a waiter that joins the cgroups, setns(2)s into all of the init's namespaces
+(user namespace included) at once through a pidfd and forks the command inside them.
 
 No Python interpreter is started: every process here is a fork of the caller. Everything a child
 needs is imported before fork, because the host's stdlib is invisible after pivot_root.
@@ -25,9 +27,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from . import security, syscalls as sc
+from . import caps, security, syscalls as sc, userns as _userns
 
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+# The OCI runtime spec's defaults (runc, crun): kernel knobs read-only, host-wide information masked.
+PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
+PROC_MASKED = ("kcore", "keys", "key-users", "kmsg", "timer_list", "sched_debug", "latency_stats",
+               "slabinfo", "vmallocinfo", "config.gz", "acpi", "scsi", "sys/fs/binfmt_misc",
+               "pagetypeinfo", "zoneinfo", "buddyinfo", "kallsyms", "modules", "iomem", "ioports",
+               "mtrr", "dma", "interrupts", "softirqs", "cgroups", "partitions", "diskstats", "swaps",
+               "fb", "devices", "locks", "kpagecount", "kpageflags", "kpagecgroup", "mdstat", "misc",
+               "execdomains", "vmstat", "crypto", "sysvipc", "tty/driver", "dynamic_debug", "bootconfig")
+SYS_MASKED = ("firmware", "kernel/debug", "kernel/security", "kernel/tracing", "kernel/config",
+              "fs/bpf", "fs/pstore", "fs/fuse/connections")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -38,6 +50,8 @@ class RootSpec:
     tmp_size: str = "1g"
     readonly_paths: tuple = ()  # paths inside the root to bind read-only
     netns_fd: int | None = None  # join this network namespace (made and wired beforehand) instead of a new one
+    userns_fd: int | None = None  # the sandbox's user namespace (userns.make_userns); None: none (unsafe)
+    keep_fds: tuple = ()         # descriptors the keeper holds for the sandbox's life (its id range's lock)
 
 
 @dataclass
@@ -120,12 +134,23 @@ def _touch(path: str) -> None:
     os.close(fd)
 
 
-def _build_root(spec: RootSpec) -> None:
-    """mount(2) and pivot_root(2): runs as the new PID 1 inside fresh namespaces."""
-    root = spec.root
+SCRATCH = "/tmp"   # in PID 1's private copy of the host's mounts: where the root is attached
+
+
+def _build_root(spec: RootSpec, tree_fd: int) -> None:
+    """mount(2), move_mount(2) and pivot_root(2): runs as the new PID 1 inside fresh namespaces.
+
+    ``tree_fd`` is a detached clone of the root's mount tree (open_tree(2), made by the keeper
+    while still host root): PID 1, root of the sandbox's user namespace only, could not even
+    walk the path to the root (the state directory is 0700, host root's). It attaches the tree
+    on a tmpfs of its own, builds /proc, /dev, /tmp, /sys in it and pivots there."""
     sc.unshare(sc.CLONE_NEWNS)
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-    sc.mount(root, root, None, sc.MS_BIND | sc.MS_REC)
+    sc.mount("tmpfs", SCRATCH, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "size=16k,mode=700")
+    root = SCRATCH + "/root"
+    os.mkdir(root)
+    sc.move_mount(tree_fd, root)
+    os.close(tree_fd)
     for ro in spec.readonly_paths:
         p = root + ro
         sc.mount(p, p, None, sc.MS_BIND | sc.MS_REC)
@@ -133,6 +158,7 @@ def _build_root(spec: RootSpec) -> None:
     for d in ("proc", "dev", "tmp", "sys"):
         os.makedirs(f"{root}/{d}", exist_ok=True)
     sc.mount("proc", f"{root}/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    _mask_proc(f"{root}/proc")
     dev = f"{root}/dev"
     sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "mode=755,size=64k")
     for node in DEV_NODES:
@@ -147,14 +173,114 @@ def _build_root(spec: RootSpec) -> None:
     os.symlink("/proc/self/fd", f"{dev}/fd")
     for i, name in enumerate(("stdin", "stdout", "stderr")):
         os.symlink(f"/proc/self/fd/{i}", f"{dev}/{name}")
-    sc.mount("tmpfs", f"{root}/tmp", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"mode=1777,size={spec.tmp_size}")
-    sc.mount("sysfs", f"{root}/sys", "sysfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    _mount_tmp(f"{root}/tmp", spec.tmp_size)
+    _mount_sys(f"{root}/sys")
     os.chdir(root)
     sc.pivot_root(".", ".")
     sc.umount(".", sc.MNT_DETACH)
     os.chdir("/")
     socket.sethostname(spec.hostname)
     _lo_up()
+
+
+def _mask_proc(proc: str) -> None:
+    """Bind /proc's kernel knobs read-only over themselves; hide host-wide files behind /dev/null
+    and directories behind an empty read-only tmpfs (what runc does with the OCI defaults)."""
+    for name in PROC_READONLY:
+        p = f"{proc}/{name}"
+        if os.path.exists(p):
+            sc.mount(p, p, None, sc.MS_BIND | sc.MS_REC)
+            sc.mount(None, p, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV
+                     | sc.MS_NOEXEC)
+    for name in PROC_MASKED:
+        _mask(f"{proc}/{name}")
+
+
+def _mask(p: str) -> None:
+    try:
+        st = os.lstat(p)
+    except OSError:
+        return
+    import stat as _st
+    if _st.S_ISDIR(st.st_mode):
+        sc.mount("tmpfs", p, "tmpfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "size=0,mode=555")
+    else:
+        sc.mount("/dev/null", p, None, sc.MS_BIND)
+
+
+def _mount_tmp(tmp: str, size: str) -> None:
+    """A tmpfs /tmp, with what the root had there already (files given with --file, or kept in a
+    snapshot's /tmp) copied in: a tmpfs mounted over them would hide them."""
+    keep = []
+    try:
+        keep = os.listdir(tmp)
+    except OSError:
+        pass
+    old = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY) if keep else None
+    sc.mount("tmpfs", tmp, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"mode=1777,size={size}")
+    if old is not None:
+        try:
+            _copy_tree_fd(old, tmp)
+        finally:
+            os.close(old)
+
+
+def _copy_tree_fd(src_fd: int, dst: str) -> None:
+    """Copy a directory's entries (files, directories, symlinks; modes and owners) from an open
+    descriptor into ``dst``; never follows a symlink."""
+    import shutil
+    import stat as _st
+    for name in os.listdir(src_fd):
+        st = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
+        target = os.path.join(dst, name)
+        if _st.S_ISDIR(st.st_mode):
+            os.mkdir(target, _st.S_IMODE(st.st_mode))
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=src_fd)
+            try:
+                _copy_tree_fd(sub, target)
+            finally:
+                os.close(sub)
+        elif _st.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(name, dir_fd=src_fd), target)
+        elif _st.S_ISREG(st.st_mode):
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=src_fd)
+            try:
+                with os.fdopen(os.dup(fd), "rb") as fin, open(target, "wb") as fout:
+                    shutil.copyfileobj(fin, fout)
+            finally:
+                os.close(fd)
+        else:
+            continue
+        os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
+        if not _st.S_ISLNK(st.st_mode):
+            os.chmod(target, _st.S_IMODE(st.st_mode))
+
+
+def _mount_sys(sys_dir: str) -> None:
+    """A read-only sysfs, its host-wide corners masked. sysfs needs the network namespace to be
+    owned by our user namespace; where it is not, /sys stays an empty read-only tmpfs."""
+    flags = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+    try:
+        sc.mount("sysfs", sys_dir, "sysfs", flags)
+    except PermissionError:
+        sc.mount("tmpfs", sys_dir, "tmpfs", flags, "size=0,mode=555")
+        return
+    for name in SYS_MASKED:
+        _mask(f"{sys_dir}/{name}")
+
+
+def join_sandbox(init_pidfd: int) -> None:
+    """setns(2) into every namespace of the init behind ``init_pidfd`` at once, its user namespace
+    included, and become root of that namespace (the sandbox's range, never host root). An init
+    without a user namespace of its own (LOCALSB_INSECURE_NO_USERNS) is joined without one."""
+    try:
+        sc.setns(init_pidfd, sc.SANDBOX_NAMESPACES | sc.CLONE_NEWUSER)
+    except OSError as e:
+        if e.errno != errno.EINVAL:   # EINVAL: it is our own user namespace
+            raise
+        sc.setns(init_pidfd, sc.SANDBOX_NAMESPACES)
+        return
+    _userns.enter_as_root()
 
 
 def _exec_child(proc: ProcSpec) -> None:
@@ -177,6 +303,7 @@ def _exec_child(proc: ProcSpec) -> None:
                     signal.SIGQUIT, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.umask(0o022)
         os.setsid()
         try:
             os.chdir(proc.cwd)
@@ -208,11 +335,11 @@ def _exec_child(proc: ProcSpec) -> None:
     os._exit(127)
 
 
-def _init_main(spec: RootSpec, report_fd: int, proc: ProcSpec | None) -> None:
+def _init_main(spec: RootSpec, report_fd: int, proc: ProcSpec | None, tree_fd: int) -> None:
     """PID 1 of the sandbox. Never returns."""
     code = 1
     try:
-        _build_root(spec)
+        _build_root(spec, tree_fd)
         # PID 1 is a fork of the caller (a CLI call, a supervisor): not dumpable, so the sandbox's
         # root (same uid, no CAP_SYS_PTRACE) cannot read its memory through /proc/1/mem.
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
@@ -223,6 +350,8 @@ def _init_main(spec: RootSpec, report_fd: int, proc: ProcSpec | None) -> None:
             if main_pid == 0:
                 os.close(report_fd)
                 _exec_child(proc)
+        # From here PID 1 only reaps: it keeps no capability inside the sandbox.
+        caps.drop_all()
         _write(report_fd, b"R\n")
         close_fds({report_fd} if proc is not None else (), low=0)
         while True:
@@ -283,17 +412,23 @@ def start(spec: RootSpec, cgroup_procs: list, proc: ProcSpec | None = None,
             # and pivots out of the copy at once. A keeper holding a full copy of the host's mount
             # table would pin every mount of that moment (other state dirs' btrfs pools and their
             # loop devices) for the sandbox's whole life.
+            tree = sc.open_tree(spec.root, sc.OPEN_TREE_CLONE | sc.OPEN_TREE_CLOEXEC | sc.AT_RECURSIVE)
             if spec.netns_fd is not None:
-                sc.setns(spec.netns_fd, sc.CLONE_NEWNET)
+                sc.setns(spec.netns_fd, sc.CLONE_NEWNET)    # first: joining a netns needs its owner's privilege
+            if spec.userns_fd is not None:
+                sc.setns(spec.userns_fd, sc.CLONE_NEWUSER)
+                _userns.enter_as_root()
+            if spec.netns_fd is not None:
                 sc.unshare(sc.SANDBOX_NAMESPACES & ~sc.CLONE_NEWNET & ~sc.CLONE_NEWNS)
             else:
                 sc.unshare(sc.SANDBOX_NAMESPACES & ~sc.CLONE_NEWNS)
             init = os.fork()
             if init == 0:
-                _init_main(spec, w, proc)
+                _init_main(spec, w, proc, tree)
             _write(w, b"P%d\n" % init)
-            # The keeper closes everything it inherited, then waits for PID 1 and mirrors its end.
-            close_fds()
+            # The keeper closes everything it inherited but the id range's reservation, then waits
+            # for PID 1 and mirrors its end.
+            close_fds(spec.keep_fds)
 
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -369,7 +504,7 @@ def enter(init_pidfd: int, cgroup_procs: list, proc: ProcSpec) -> int:
         return pid
     try:
         join_cgroups(cgroup_procs)
-        sc.setns(init_pidfd, sc.SANDBOX_NAMESPACES)
+        join_sandbox(init_pidfd)
         _wait_for_command(proc)
     except BaseException as e:  # noqa: BLE001
         _waiter_failed(proc.stderr, e)
@@ -380,6 +515,7 @@ def _wait_for_command(proc: ProcSpec) -> None:
     child = os.fork()
     if child == 0:
         _exec_child(proc)
+    caps.drop_all()
     # The waiter keeps nothing open: an inherited pipe end (stdin feeder, client fds) would
     # keep the command from seeing EOF or the caller's pump from ending.
     close_fds()
@@ -423,8 +559,11 @@ class ReadyWaiter:
             # pipe end held here would keep that execution's reader from seeing EOF).
             close_fds({sock_fd, init_pidfd})
             join_cgroups(cgroup_procs)
-            sc.setns(init_pidfd, sc.SANDBOX_NAMESPACES)
+            join_sandbox(init_pidfd)
             os.close(init_pidfd)
+            # Waiting for its command, it holds no more than the command itself will get.
+            sc.prctl(sc.PR_SET_DUMPABLE, 0)
+            caps.limit_capabilities()
             sock = socket.socket(fileno=sock_fd)
             data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 3)
             while data and not data.endswith(b"\n"):

@@ -1,7 +1,8 @@
 """Thin ctypes bindings for the syscalls the standard library lacks on Python 3.11.
 
-unshare(2), setns(2), mount(2), umount2(2), pivot_root(2), prctl(2). Each wrapper raises OSError
-with errno on failure, like the os module does.
+unshare(2), setns(2), mount(2), umount2(2), pivot_root(2), prctl(2), and the new mount API's
+open_tree(2), mount_setattr(2), move_mount(2) (idmapped mounts). Each wrapper raises OSError with
+errno on failure, like the os module does.
 """
 from __future__ import annotations
 
@@ -46,6 +47,25 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 SYS_pivot_root = 155
 SYS_pidfd_send_signal = 424
+SYS_open_tree = 428
+SYS_move_mount = 429
+SYS_mount_setattr = 442
+
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = 0o2000000
+MOVE_MOUNT_F_EMPTY_PATH = 4
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_IDMAP = 0x00100000
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
 def _check(rc, what):
@@ -102,3 +122,26 @@ def prctl(option, a2=0, a3=0, a4=0, a5=0) -> int:
 def pidfd_send_signal(pidfd: int, sig: int) -> None:
     """pidfd_send_signal(2): signal a process by pidfd, immune to pid reuse."""
     _check(libc.syscall(SYS_pidfd_send_signal, pidfd, sig, None, 0), "pidfd_send_signal")
+
+
+def open_tree(path, flags: int) -> int:
+    """open_tree(2) (x86_64 428): a detached clone of the mount tree at ``path`` with OPEN_TREE_CLONE."""
+    fd = libc.syscall(SYS_open_tree, AT_FDCWD, _b(path), flags)
+    if fd < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"open_tree {path}: {os.strerror(e)}")
+    return fd
+
+
+def mount_setattr(fd: int, attr_set: int, userns_fd: int = 0, recursive: bool = True) -> None:
+    """mount_setattr(2) (x86_64 442) on a detached tree: e.g. MOUNT_ATTR_IDMAP with a user namespace."""
+    attr = _MountAttr(attr_set, 0, 0, userns_fd)
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    _check(libc.syscall(SYS_mount_setattr, fd, b"", flags, ctypes.byref(attr), ctypes.sizeof(attr)),
+           "mount_setattr")
+
+
+def move_mount(fd: int, target) -> None:
+    """move_mount(2) (x86_64 429): attach the detached tree ``fd`` at ``target``."""
+    _check(libc.syscall(SYS_move_mount, fd, b"", AT_FDCWD, _b(target), MOVE_MOUNT_F_EMPTY_PATH),
+           f"move_mount {target}")

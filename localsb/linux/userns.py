@@ -1,0 +1,291 @@
+"""User namespaces and host id ranges: a sandbox's root is an unprivileged host id range of its own.
+
+Every sandbox runs in a user namespace that maps its ids 0..65535 onto a range of 65,536 host ids
+(``0 <base> 65536``); host uid 0 is mapped into no sandbox. Ranges start at 2^30, far above host
+users and the usual /etc/subuid ranges, and are aligned on 65,536, so ``base + id % 65536`` maps a
+file's owner from any range (or from canonical, unshifted ids) to another (``shift_tree``).
+
+A range is reserved machine-wide, across state directories, by flock(2) on
+``/run/localsb/userns/<slot>.lock`` (LOCK_EX, non-blocking), held through an open descriptor by the
+processes that keep the sandbox (its creator, supervisor and keeper): the kernel drops the lock
+when the last of them is gone, so a crash never leaks a range and no two live sandboxes share one.
+
+Read-only lower layers (runtime images, the host's /usr) stay owned by host root on disk and
+reach the sandbox through idmapped mounts (open_tree(2) + mount_setattr(2) MOUNT_ATTR_IDMAP +
+move_mount(2)); what the sandbox writes lands in its own layer, owned by its range.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import random
+import stat as st
+
+from . import syscalls as sc
+
+RANGE_SIZE = 65536
+RANGE_START = 1 << 30
+RANGE_SLOTS = 16384            # 2^30 .. 2^31: never a negative uid_t anywhere
+LOCK_DIR = "/run/localsb/userns"
+NO_USERNS_ENV = "LOCALSB_INSECURE_NO_USERNS"   # explicit opt-out, for hosts without user namespaces
+
+
+class IdRange:
+    """A reserved host id range; ``fd`` holds the reservation (keep it open while the sandbox lives)."""
+
+    def __init__(self, slot: int, fd: int | None):
+        self.slot = slot
+        self.fd = fd
+
+    @property
+    def base(self) -> int:
+        return RANGE_START + self.slot * RANGE_SIZE if self.slot >= 0 else 0
+
+    def close(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+
+
+def slot_of(base: int) -> int:
+    if base < RANGE_START or (base - RANGE_START) % RANGE_SIZE or base >= RANGE_START + RANGE_SLOTS * RANGE_SIZE:
+        raise ValueError(f"{base} is not the base of a localsb id range")
+    return (base - RANGE_START) // RANGE_SIZE
+
+
+def _try_lock(slot: int) -> int | None:
+    fd = os.open(os.path.join(LOCK_DIR, f"{slot}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return None
+        raise
+    return fd
+
+
+def _lock_dir() -> None:
+    os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
+    os.chmod(os.path.dirname(LOCK_DIR), 0o700)
+
+
+def reserve() -> IdRange:
+    """flock(2) the first free slot from a random start: a range no live sandbox holds."""
+    if userns_disabled():
+        return IdRange(-1, None)
+    _lock_dir()
+    start = random.randrange(RANGE_SLOTS)
+    for i in range(RANGE_SLOTS):
+        slot = (start + i) % RANGE_SLOTS
+        fd = _try_lock(slot)
+        if fd is not None:
+            return IdRange(slot, fd)
+    raise OSError(errno.EUSERS, "every localsb id range is in use (16,384 live sandboxes)")
+
+
+def reserve_base(base: int) -> IdRange:
+    """Take the reservation of a recorded range again (a supervisor that outlived its creator)."""
+    if not base:
+        return IdRange(-1, None)
+    _lock_dir()
+    slot = slot_of(base)
+    fd = _try_lock(slot)
+    if fd is None:
+        raise OSError(errno.EBUSY, f"id range {base} is held by another sandbox")
+    return IdRange(slot, fd)
+
+
+def userns_disabled() -> bool:
+    return os.environ.get(NO_USERNS_ENV) == "1"
+
+
+def make_userns(base: int, count: int = RANGE_SIZE) -> int:
+    """A user namespace mapping ids 0..count-1 to host ``base``..; returns a descriptor of it.
+
+    A throwaway child unshare(2)s CLONE_NEWUSER and waits; we (host root) write its uid_map and
+    gid_map (setgroups stays allowed: a privileged writer, and apt, su and sshd call setgroups),
+    open /proc/<child>/ns/user and let it go. The descriptor keeps the namespace alive: it serves
+    as the idmap of mounts and as the namespace the sandbox's keeper joins."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    r2, w2 = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.close(w2)
+            ok = sc.libc.unshare(sc.CLONE_NEWUSER) == 0
+            os.write(w, b"k" if ok else b"e")
+            os.read(r2, 1)
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.close(r2)
+    try:
+        if os.read(r, 1) != b"k":
+            raise OSError(errno.EPERM, "cannot create a user namespace on this host "
+                          f"(set {NO_USERNS_ENV}=1 to run sandboxes without one, unsafely)")
+        line = f"0 {base} {count}\n".encode()
+        for name in ("uid_map", "gid_map"):
+            fd = os.open(f"/proc/{pid}/{name}", os.O_WRONLY)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(w2)
+        os.close(r)
+        os.waitpid(pid, 0)
+
+
+def idmapped_mount(src: str, dst: str, userns_fd: int | None, read_only: bool = True) -> None:
+    """open_tree(2) a clone of ``src`` (recursive), mount_setattr(2) MOUNT_ATTR_IDMAP with
+    ``userns_fd`` (host id k shows as the namespace's mapping of k) and read-only, move_mount(2) it
+    to ``dst``. Without a namespace (``userns_fd`` None) it is a plain read-only bind."""
+    fd = sc.open_tree(src, sc.OPEN_TREE_CLONE | sc.OPEN_TREE_CLOEXEC | sc.AT_RECURSIVE)
+    try:
+        attrs = (sc.MOUNT_ATTR_RDONLY if read_only else 0) | sc.MOUNT_ATTR_NODEV
+        if userns_fd is not None:
+            sc.mount_setattr(fd, attrs | sc.MOUNT_ATTR_IDMAP, userns_fd)
+        else:
+            sc.mount_setattr(fd, attrs)
+        sc.move_mount(fd, dst)
+    finally:
+        os.close(fd)
+
+
+def enter_as_root() -> None:
+    """In a process that has just joined a sandbox's user namespace: become its root (setgroups(2),
+    setresgid(2), setresuid(2) to 0), so files it makes are owned by the range, not host root."""
+    os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+
+_XATTR_CAPS = "security.capability"
+
+
+def _shift_id(i: int, base: int) -> int:
+    return base + i % RANGE_SIZE
+
+
+def _fix_caps(raw: bytes, base: int) -> bytes:
+    """A v3 file capability carries the root id it is valid for: move it to the new range."""
+    if len(raw) >= 24 and int.from_bytes(raw[0:4], "little") >> 24 == 3:
+        rootid = int.from_bytes(raw[20:24], "little")
+        return raw[:20] + _shift_id(rootid, base).to_bytes(4, "little") + raw[24:]
+    return raw
+
+
+def shift_tree(path: str, base: int) -> int:
+    """lchown(2) every entry under ``path`` (not crossing mounts) to ``base + id % 65536``, keeping
+    setuid/setgid bits and file capabilities, which chown(2) clears. Returns the entry count.
+    Idempotent: an entry already in the range maps to itself."""
+    top = os.lstat(path)
+    count = 0
+
+    def visit(dirfd: int, name: str, s) -> None:
+        nonlocal count
+        count += 1
+        uid, gid = _shift_id(s.st_uid, base), _shift_id(s.st_gid, base)
+        if (uid, gid) == (s.st_uid, s.st_gid):
+            return
+        caps = None
+        if st.S_ISREG(s.st_mode):
+            try:
+                caps = os.getxattr(name, _XATTR_CAPS, follow_symlinks=False) if dirfd is None else \
+                    os.getxattr(f"/proc/self/fd/{dirfd}/{name}", _XATTR_CAPS, follow_symlinks=False)
+            except OSError:
+                caps = None
+        os.chown(name, uid, gid, dir_fd=dirfd, follow_symlinks=False)
+        if not st.S_ISLNK(s.st_mode) and not st.S_ISDIR(s.st_mode) and s.st_mode & (st.S_ISUID | st.S_ISGID):
+            os.chmod(name, st.S_IMODE(s.st_mode), dir_fd=dirfd)
+        if caps is not None:
+            target = name if dirfd is None else f"/proc/self/fd/{dirfd}/{name}"
+            os.setxattr(target, _XATTR_CAPS, _fix_caps(caps, base), follow_symlinks=False)
+
+    def walk(dfd: int) -> None:
+        with os.scandir(dfd) as it:
+            entries = list(it)
+        for e in entries:
+            s = e.stat(follow_symlinks=False)
+            if st.S_ISDIR(s.st_mode):
+                if s.st_dev != top.st_dev:
+                    continue
+                sub = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+                try:
+                    walk(sub)
+                finally:
+                    os.close(sub)
+            visit(dfd, e.name, s)
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        walk(fd)
+    finally:
+        os.close(fd)
+    visit(None, path, top)
+    return count
+
+
+_probe = None
+
+
+def probe() -> dict:
+    """Whether this host gives user namespaces and idmapped mounts (for doctor and the refusal)."""
+    global _probe
+    if _probe is not None:
+        return _probe
+    info = {"userns": False, "idmap": False, "reason": None}
+    try:
+        with open("/proc/sys/user/max_user_namespaces") as fh:
+            if int(fh.read()) <= 0:
+                raise OSError(errno.EPERM, "user.max_user_namespaces is 0")
+        fd = make_userns(RANGE_START + (RANGE_SLOTS - 1) * RANGE_SIZE)
+        info["userns"] = True
+        try:
+            tree = sc.open_tree("/usr", sc.OPEN_TREE_CLONE | sc.OPEN_TREE_CLOEXEC)
+            try:
+                sc.mount_setattr(tree, sc.MOUNT_ATTR_IDMAP | sc.MOUNT_ATTR_RDONLY, fd, recursive=False)
+                info["idmap"] = True
+            finally:
+                os.close(tree)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        info["reason"] = e.strerror or str(e)
+    _probe = info
+    return info
+
+
+def new_netns_in(userns_fd: int) -> int:
+    """A network namespace owned by the user namespace ``userns_fd`` (so the sandbox's PID 1 may
+    mount its sysfs and bring up its loopback); returns a descriptor of it. A throwaway child
+    setns(2)s into the user namespace and unshare(2)s CLONE_NEWNET; we open /proc/<child>/ns/net."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    r2, w2 = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.close(w2)
+            ok = sc.libc.setns(userns_fd, sc.CLONE_NEWUSER) == 0 and sc.libc.unshare(sc.CLONE_NEWNET) == 0
+            os.write(w, b"k" if ok else b"e")
+            os.read(r2, 1)
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.close(r2)
+    try:
+        if os.read(r, 1) != b"k":
+            raise OSError(errno.EPERM, "cannot create a network namespace in the sandbox's user namespace")
+        return os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(w2)
+        os.close(r)
+        os.waitpid(pid, 0)
