@@ -34,6 +34,17 @@ from .store import Store, dumps, loads, proc_start_time, process_alive
 
 DEFAULT_ORG = "org_local"
 DEFAULT_PIDS = 4096
+# Limits every sandbox gets when its create names none (docs/security.md): one sandbox must not be
+# able to take the host's memory or fill the shared pool. Overridable per host by the environment.
+DEFAULT_MEMORY = "2Gi"
+DEFAULT_DISK = "10Gi"
+
+
+def default_limits() -> dict:
+    """{'memory', 'disk', 'pids'}: LOCALSB_DEFAULT_MEMORY / _DISK / _PIDS, else the constants above."""
+    return {"memory": os.environ.get("LOCALSB_DEFAULT_MEMORY") or DEFAULT_MEMORY,
+            "disk": os.environ.get("LOCALSB_DEFAULT_DISK") or DEFAULT_DISK,
+            "pids": int(os.environ.get("LOCALSB_DEFAULT_PIDS") or DEFAULT_PIDS)}
 DEFAULT_EXEC_TIMEOUT = 300.0  # hosted: 5 minutes
 WORKSPACE = "/home/agentuity"
 LIVE_STATUSES = ("creating", "idle", "running", "paused", "suspended", "stopping")
@@ -126,9 +137,10 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
         # The devices allowlist needs the v1 devices controller (v2 would need a BPF program):
         # where it is missing, seccomp and the dropped CAP_MKNOD still keep device nodes out.
         caps = self.cgroups.capabilities()
-        return Limits(memory_bytes=parse_size(spec.memory, "memory") if spec.memory else None,
+        dflt = default_limits()
+        return Limits(memory_bytes=parse_size(spec.memory or dflt["memory"], "memory"),
                       cpu_millicores=parse_cpu(spec.cpu) if spec.cpu else None,
-                      pids=DEFAULT_PIDS, devices_allowlist=caps.get("devices") is not None)
+                      pids=dflt["pids"], devices_allowlist=caps.get("devices") is not None)
 
     def _id_range(self):
         """Reserve a host id range and make the sandbox's user namespace (linux/userns.py).
@@ -146,6 +158,14 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
                                  f"will not run untrusted code as host root. Set {userns.NO_USERNS_ENV}=1 to run "
                                  "sandboxes without one anyway (unsafe: root inside is root on the host)") from None
 
+    def _effective_limits(self, spec) -> dict:
+        """What is enforced, defaults included (the row's spec keeps what the user asked)."""
+        dflt = default_limits()
+        return {"memory_bytes": parse_size(spec.memory or dflt["memory"], "memory"),
+                "pids": dflt["pids"], "cpu_millicores": parse_cpu(spec.cpu) if spec.cpu else None,
+                "disk_bytes": parse_size(spec.disk or dflt["disk"], "disk"),
+                "disk_enforced": self.pool.name == "btrfs"}
+
     def _insert_sandbox(self, spec: CreateSpec, source: dict, sandbox_id: str, uid_base: int = 0) -> None:
         rt = source["runtime"]
         t = time.time()
@@ -156,7 +176,7 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
             "dependencies": spec.dependencies, "packages": spec.packages, "metadata": spec.metadata,
             "scopes": spec.scopes, "usr_overlay": bool(rt.get("usr_overlay")),
             "image": source.get("image"), "snapshot_info_json": source.get("snapshot_info_json"),
-            "uid_base": uid_base,
+            "uid_base": uid_base, "limits": self._effective_limits(spec),
         }
         self.store.insert("sandboxes", {
             "id": sandbox_id, "org_id": spec.org_id or DEFAULT_ORG, "project_id": spec.project_id,
@@ -215,6 +235,9 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
             rootfs.write_layers(volume, layers)
         if spec.disk:
             self.pool.set_quota(volume, parse_size(spec.disk, "disk"))
+        elif self.pool.name == "btrfs":
+            # the default: where the pool cannot limit (overlay driver) doctor says so
+            self.pool.set_quota(volume, parse_size(default_limits()["disk"], "disk"))
         root = os.path.join(volume, "root")
         rootfs.mount_root(volume, userns_fd)
         if spec.files:

@@ -24,6 +24,9 @@ ETC_ALLOW = (
     "shells", "environment", "default/locale", "python3", "python3.11", "perl", "X11/xorg.conf.d",
     "dpkg/origins", "issue", "issue.net", "adduser.conf", "deluser.conf", "xattr.conf",
     "manpath.config", "mke2fs.conf", "vim", "emacs", "gitconfig", "npmrc",
+    "pam.d", "pam.conf", "security/limits.conf", "security/limits.d", "security/pam_env.conf",
+    "security/access.conf", "security/group.conf", "security/time.conf", "security/namespace.conf",
+    "security/capability.conf",
 )
 
 PASSWD = ("root:x:0:0:root:/root:/bin/bash\n"

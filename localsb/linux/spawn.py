@@ -429,6 +429,7 @@ def start(spec: RootSpec, cgroup_procs: list, proc: ProcSpec | None = None,
             # The keeper closes everything it inherited but the id range's reservation, then waits
             # for PID 1 and mirrors its end.
             close_fds(spec.keep_fds)
+            caps.drop_all()    # it only waits from here: no privilege inside the sandbox's namespaces
 
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
