@@ -314,3 +314,31 @@ def test_host_without_user_namespaces_is_refused_and_nothing_is_left(engine, mon
     assert engine.store.one("SELECT COUNT(*) FROM sandboxes")[0] == 0
     vols = os.path.join(engine.pool.root, "sandboxes")
     assert not os.path.isdir(vols) or os.listdir(vols) == []
+
+
+def test_fs_copies_both_ways_keep_owners_and_modes(engine, tmp_path):
+    """Host-side writes land owned by the sandbox's range; archives out carry the owners inside."""
+    import tarfile
+    sid = engine.sandbox_create(CreateSpec(mode="interactive"))["sandboxId"]
+    try:
+        engine.fs_write_stream(sid, "/home/agentuity/in.txt", io.BytesIO(b"hello\n"))
+        _, out, _ = ex(engine, sid, "sh", "-c", "stat -c '%u %g' /home/agentuity/in.txt; cat /home/agentuity/in.txt;"
+                                                " mkdir /home/agentuity/d; echo x > /home/agentuity/d/f;"
+                                                " chmod 640 /home/agentuity/d/f; chown 1000:1000 /home/agentuity/d/f")
+        assert out.splitlines()[:2] == ["0 0", "hello"], out
+        buf = io.BytesIO()
+        engine.fs_download(sid, "/home/agentuity/d", "tar", buf)
+        buf.seek(0)
+        with tarfile.open(fileobj=buf) as tf:
+            f = [m for m in tf.getmembers() if m.name.endswith("f")][0]
+            assert (f.uid, f.gid, f.mode & 0o7777) == (1000, 1000, 0o640)
+        buf.seek(0)
+        engine.fs_upload(sid, "/home/agentuity/copy", "tar", buf)
+        _, out, _ = ex(engine, sid, "sh", "-c", "find /home/agentuity/copy -type f | xargs stat -c '%a %n'")
+        assert out.split()[0] == "640", out
+        _, out, _ = ex(engine, sid, "cat", "/proc/self/uid_map")
+        base = uid_map(out)[1]
+        vol = engine.store.one("SELECT volume FROM sandboxes WHERE id=?", sid)["volume"]
+        assert os.stat(os.path.join(vol, "upper/home/agentuity/in.txt")).st_uid == base
+    finally:
+        engine.sandbox_destroy(sid)
