@@ -120,6 +120,8 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
             if not nft_available():
                 raise E.NotSupported("--network and --port need nftables on this machine (libnftables or nft: "
                                      "apt-get install nftables)")
+            from .network import EgressPolicy
+            EgressPolicy.from_env()   # a bad $LOCALSB_NETWORK_ALLOW fails here, before anything is made
         if spec.snapshot:
             source = self._snapshot_source(spec.snapshot, spec.org_id)
         else:

@@ -7,7 +7,7 @@ import os
 import sys
 
 # What such a process needs of our environment; nothing else leaks in.
-PASS_ENV = ("LOCALSB_TEST_CLOCK_FILE", "LOCALSB_STORAGE", "LOCALSB_DNS_SERVERS", "HOME")
+PASS_ENV = ("LOCALSB_TEST_CLOCK_FILE", "LOCALSB_STORAGE", "LOCALSB_DNS_SERVERS", "LOCALSB_NETWORK_ALLOW", "HOME")
 
 
 def fresh_python(module: str, *argv: str) -> tuple[list, dict]:

@@ -10,18 +10,38 @@ host keeps IP forwarding off (``ip_forward=0``: a shared machine; never touched)
   lock and a look at every address on the host keep two sandboxes, or another state directory,
   from taking the same /30). IPv6 is disabled on both ends. The sandbox's default route is the
   host end.
-- an nftables table ``localsb_<8 hex>`` whose prerouting chain *redirects* (a NAT to a local
-  address, so no forwarding is involved) every TCP connection coming in on that veth to a
-  transparent relay on the host end, and every DNS query to a small forwarder there; its input
-  chain drops anything else from the veth that is not for the host end itself. The relay reads
-  the original destination (SO_ORIGINAL_DST) and connects there from the host, refusing loopback,
-  link-local (other sandboxes, the metadata address) and the host's own addresses.
+- an nftables table ``localsb_<8 hex>``. Its raw prerouting chain drops every packet from the veth
+  whose source is not the sandbox's own address (no spoofed source: the DNS forwarder's answers
+  and the relay's SYN-ACKs can only go back to the sandbox). Its nat prerouting chain *redirects*
+  (a NAT to a local address, so no forwarding is involved) every DNS query (UDP 53, whatever
+  server it names) to a small forwarder on the host end, and every TCP connection either to a
+  transparent relay there, or, when its destination is refused, to a port bound but never
+  listened on (the sandbox's connect() is refused at once). Its input chain lets in from the veth
+  only those redirected flows: the host end is not a way into the host.
+- refused destinations (``REFUSED_NETS`` and more): loopback, this-network, multicast and
+  reserved, the sandboxes' own links (169.254.64.0/18), any address of the host itself (nft's
+  ``fib daddr type local``); and, unless ``$LOCALSB_NETWORK_ALLOW`` names them, the private,
+  shared and link-local ranges (``PRIVATE_NETS``: 10/8, 172.16/12, 192.168/16, 100.64/10; and
+  169.254/16) and the networks of the host's own addresses (its LAN, whatever its range). The
+  relay checks the original destination again (SO_ORIGINAL_DST) before it connects, against the
+  host's addresses as they are then. IPv6 does not leave at all (disabled on both ends, so
+  fc00::/7 and the rest are out of reach by construction).
+- ``$LOCALSB_NETWORK_ALLOW`` (``EgressPolicy``): the one, explicit opt-in. A comma-separated list
+  of IPv4 networks (``10.1.0.0/16``; a bare address is a /32), ``private`` (10/8, 172.16/12,
+  192.168/16, 100.64/10) and ``host`` (the host end answers: services on the host listening on
+  its 169.254.x.y address or on all addresses are reachable from the sandbox, as Docker's bridge
+  gateway is). Loopback, this-network, multicast, the sandboxes' links and the host's other
+  addresses stay refused whatever it says. It is read when a sandbox's link is made, by the
+  process that makes it.
 - the relay and the DNS forwarder (``Egress``) are threads of the process that owns the sandbox:
-  its supervisor, or the CLI process of a one-shot ``run``. They end with it.
+  its supervisor, or the CLI process of a one-shot ``run``. They end with it. The forwarder sends
+  only DNS queries, only to the host's resolvers (``$LOCALSB_DNS_SERVERS`` or /etc/resolv.conf),
+  and answers only the sandbox's address, with answers only from the resolver it asked.
 
-Other sandboxes are unreachable: each veth is its own /30, forwarding is off, and the relay refuses
-169.254.0.0/16. Everything added to the host (veth, nft table, the sandbox's run/<id>.net.json)
-is removed by ``release`` from ``Engine._teardown``, which repair also reaches after a SIGKILL.
+Other sandboxes are unreachable: each veth is its own /30, forwarding is off, and 169.254.64.0/18
+is refused whatever the policy. Everything added to the host (veth, nft table, the sandbox's
+run/<id>.net.json) is removed by ``release`` from ``Engine._teardown``, which repair also reaches
+after a SIGKILL.
 
 `--port N` URLs are served by the HTTP gateway (gateway.py); SSH by the SSH gateway (sshgw.py).
 Both are per-state-directory daemons started here on demand and stopped with the last sandbox
@@ -46,7 +66,15 @@ LINK_BASE = (169 << 24) | (254 << 16) | (64 << 8)   # 169.254.64.0
 LINK_SLOTS = 4096                                    # /30s in 169.254.64.0/18
 HOST_LOCK = "/run/lock/localsb-net.lock"             # host-wide: address allocation is host-wide
 LIVE = ("creating", "idle", "running", "paused", "suspended")
-REFUSED_NETS = "0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/3"  # this-net, loopback, link-local, multicast+
+# never reachable, whatever $LOCALSB_NETWORK_ALLOW says: this-network, loopback, the sandboxes'
+# links (other sandboxes), multicast and reserved (224.0.0.0/3 ends with 255.255.255.255)
+REFUSED_NETS = "0.0.0.0/8, 127.0.0.0/8, 169.254.64.0/18, 224.0.0.0/3"
+# refused unless allowed: private (RFC 1918) and shared (RFC 6598, carrier NAT): what `private`
+# allows; link-local (the cloud metadata address), allowed only by name; and the networks of the
+# host's own addresses, which join them at attach time
+PRIVATE_NETS = "10.0.0.0/8, 100.64.0.0/10, 172.16.0.0/12, 192.168.0.0/16"
+LINK_LOCAL_NET = "169.254.0.0/16"
+ALLOW_ENV = "LOCALSB_NETWORK_ALLOW"
 _local_egress: dict = {}                             # sandbox id -> Egress in this process
 
 
@@ -77,6 +105,86 @@ def _overlaps(a: int, alen: int, b: int, blen: int) -> bool:
     plen = min(alen, blen)
     mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0
     return (a & mask) == (b & mask)
+
+
+def _parse_net(text: str) -> tuple[int, int]:
+    """'a.b.c.d/n' (or a bare address: /32) -> (network as int, prefix length); host bits cleared.
+    ValueError or OSError when it is not one."""
+    addr, slash, plen = text.partition("/")
+    n = struct.unpack("!I", socket.inet_pton(socket.AF_INET, addr))[0]   # dotted quads only
+    if slash and not (plen.isdigit() and int(plen) <= 32):
+        raise ValueError(f"bad prefix length in {text!r}")
+    p = int(plen) if slash else 32
+    return n & ((0xFFFFFFFF << (32 - p)) & 0xFFFFFFFF), p
+
+
+def _nets(text: str) -> list:
+    return [_parse_net(x.strip()) for x in text.split(",")]
+
+
+def _in_nets(n: int, nets) -> bool:
+    return any(_overlaps(n, 32, net, plen) for net, plen in nets)
+
+
+def _collapse(nets) -> list:
+    """Drop the networks inside another of the list (nft refuses overlapping set elements)."""
+    kept = []
+    for net, plen in sorted(set(nets), key=lambda x: (x[1], x[0])):
+        if not any(_overlaps(net, plen, k, kp) and kp <= plen for k, kp in kept):
+            kept.append((net, plen))
+    return sorted(kept)
+
+
+def _cidrs(nets) -> str:
+    return ", ".join(f"{_ip(n)}/{p}" for n, p in nets)
+
+
+_NEVER = _nets(REFUSED_NETS)
+_PRIVATE = _nets(PRIVATE_NETS)
+_CLOSED = _PRIVATE + _nets(LINK_LOCAL_NET)   # refused unless allowed
+
+
+class EgressPolicy:
+    """What a --network sandbox may reach beyond the public internet: ``$LOCALSB_NETWORK_ALLOW``,
+    a comma-separated list of IPv4 networks (a bare address is a /32), ``private`` (10/8,
+    172.16/12, 192.168/16, 100.64/10; not link-local) and ``host`` (the host end of the link
+    answers, as Docker's bridge gateway does). Empty: the public internet only."""
+
+    def __init__(self, nets=(), host: bool = False):
+        self.nets = _collapse(nets)
+        self.host = host
+
+    @classmethod
+    def from_env(cls, env=None) -> "EgressPolicy":
+        text = (os.environ if env is None else env).get(ALLOW_ENV, "")
+        nets, host = [], False
+        for item in text.split(","):
+            item = item.strip().lower()
+            if not item:
+                continue
+            if item == "host":
+                host = True
+            elif item == "private":
+                nets += _PRIVATE
+            else:
+                try:
+                    nets.append(_parse_net(item))
+                except (OSError, ValueError):
+                    raise E.ValidationError(f"${ALLOW_ENV}: {item!r} is not an IPv4 network (such as "
+                                            f"10.1.0.0/16), 'private' or 'host'") from None
+        return cls(nets, host)
+
+    def allows(self, n: int) -> bool:
+        return _in_nets(n, self.nets)
+
+    def describe(self) -> list:
+        return (["host"] if self.host else []) + [f"{_ip(n)}/{p}" for n, p in self.nets]
+
+
+def _host_networks(nets) -> list:
+    """The networks of the host's own addresses (from an RTM_GETADDR dump): its LAN, whatever the
+    range; loopback and the sandboxes' links are refused anyway."""
+    return [(n, p) for n, p in nets if p > 0 and not _in_nets(n, _NEVER)]
 
 
 class _HostLock:
@@ -112,6 +220,7 @@ def attach(engine, sandbox_id: str, netns_fd: int, root: str) -> dict:
                 else:
                     raise E.HostError("No free link-local /30 left in 169.254.64.0/18 for --network")
                 host_ip, sb_ip = _ip(base + 1), _ip(base + 2)
+                host_nets = _host_networks(taken)
                 nl.veth_add(ifname, "eth0", netns_fd)
                 # before the link is up: no fe80:: address, no IPv6 at all on our side
                 N.sysctl_write(f"net/ipv6/conf/{ifname}/disable_ipv6", "1")
@@ -119,12 +228,14 @@ def attach(engine, sandbox_id: str, netns_fd: int, root: str) -> dict:
                 nl.addr_add(index, host_ip, 30)
             nl.link_up(index)
         N.run_in_netns(netns_fd, _inside, sb_ip, host_ip)
-        egress = Egress(host_ip)
+        policy = EgressPolicy.from_env()
+        egress = Egress(host_ip, sb_ip, policy)
         _local_egress[sandbox_id] = egress
-        N.nft(_ruleset(table, ifname, host_ip, egress))
+        N.nft(_ruleset(table, ifname, host_ip, sb_ip, egress, policy, host_nets))
         _write_resolv_conf(root, host_ip)
         state = {"ifname": ifname, "table": table, "hostIp": host_ip, "sandboxIp": sb_ip,
-                 "tcpPort": egress.tcp_port, "dnsPort": egress.dns_port, "pid": os.getpid()}
+                 "tcpPort": egress.tcp_port, "dnsPort": egress.dns_port, "pid": os.getpid(),
+                 "allow": policy.describe()}
         tmp = _state_path(engine, sandbox_id) + ".tmp"
         with open(tmp, "w") as fh:
             json.dump(state, fh)
@@ -148,28 +259,49 @@ def _inside(sb_ip: str, host_ip: str) -> None:
         nl.route_add_default(host_ip, index)
 
 
-def _ruleset(table: str, ifname: str, host_ip: str, egress: "Egress") -> str:
-    # prerouting: DNS (to whatever server the sandbox names) goes to the forwarder; TCP to the host
-    # end itself stays direct (services the user binds there); TCP to refused destinations (the
-    # host's own addresses, loopback, link-local: other sandboxes) goes to a port bound but never
-    # listened on, so the sandbox's connect() is refused at once rather than hanging; all other
-    # TCP goes to the transparent relay. input: only redirected flows and traffic for the host end
-    # pass; the rest of the host is closed to the sandbox.
+def _ruleset(table: str, ifname: str, host_ip: str, sb_ip: str, egress: "Egress",
+             policy: EgressPolicy, host_nets=()) -> str:
+    # guard (raw, before conntrack): nothing from the veth with a source other than the sandbox's
+    # address, so no answer of ours can be reflected to a third party.
+    # pre: DNS (to whatever server the sandbox names) goes to the forwarder, which asks only the
+    # host's resolvers; TCP to refused destinations (the host's own addresses, loopback, the
+    # sandboxes' links, multicast; private ranges and the host's networks unless allowed) goes to
+    # a port bound but never listened on, so the sandbox's connect() is refused at once rather
+    # than hanging; all other TCP goes to the transparent relay, which checks again.
+    # in: only the redirected flows pass; the rest of the host is closed to the sandbox (with
+    # `host` allowed: also what is sent to the host end itself, as before issue 14).
+    lines = [f'iifname "{ifname}" udp dport 53 redirect to :{egress.dns_port}',
+             f'iifname "{ifname}" ip daddr {host_ip} tcp dport 53 redirect to :{egress.tcp_port}']
+    if policy.host:
+        lines.append(f'iifname "{ifname}" ip daddr {host_ip} return')
+    lines += [f'iifname "{ifname}" fib daddr type local meta l4proto tcp redirect to :{egress.refuse_port}',
+              f'iifname "{ifname}" ip daddr {{ {REFUSED_NETS} }} meta l4proto tcp redirect to :{egress.refuse_port}']
+    if policy.nets:
+        lines.append(f'iifname "{ifname}" ip daddr {{ {_cidrs(policy.nets)} }} meta l4proto tcp '
+                     f'redirect to :{egress.tcp_port}')
+    closed = _collapse(_CLOSED + list(host_nets))
+    lines += [f'iifname "{ifname}" ip daddr {{ {_cidrs(closed)} }} meta l4proto tcp redirect to :{egress.refuse_port}',
+              f'iifname "{ifname}" meta l4proto tcp redirect to :{egress.tcp_port}']
+    inputs = [f'iifname "{ifname}" ip daddr {host_ip} tcp dport {{ {egress.tcp_port}, {egress.refuse_port} }} '
+              f'ct status dnat accept',
+              f'iifname "{ifname}" ip daddr {host_ip} udp dport {egress.dns_port} ct status dnat accept']
+    if policy.host:
+        inputs.append(f'iifname "{ifname}" ip daddr {host_ip} accept')
+    inputs.append(f'iifname "{ifname}" drop')
+    pre = "\n".join("        " + x for x in lines)
+    inp = "\n".join("        " + x for x in inputs)
     return f"""table ip {table} {{
+    chain guard {{
+        type filter hook prerouting priority raw; policy accept;
+        iifname "{ifname}" ip saddr != {sb_ip} drop
+    }}
     chain pre {{
         type nat hook prerouting priority dstnat; policy accept;
-        iifname "{ifname}" udp dport 53 redirect to :{egress.dns_port}
-        iifname "{ifname}" ip daddr {host_ip} tcp dport 53 redirect to :{egress.tcp_port}
-        iifname "{ifname}" ip daddr {host_ip} return
-        iifname "{ifname}" ip daddr {{ {REFUSED_NETS} }} meta l4proto tcp redirect to :{egress.refuse_port}
-        iifname "{ifname}" fib daddr type local meta l4proto tcp redirect to :{egress.refuse_port}
-        iifname "{ifname}" meta l4proto tcp redirect to :{egress.tcp_port}
+{pre}
     }}
     chain in {{
         type filter hook input priority filter; policy accept;
-        iifname "{ifname}" ct status dnat accept
-        iifname "{ifname}" ip daddr {host_ip} accept
-        iifname "{ifname}" drop
+{inp}
     }}
 }}
 """
@@ -389,21 +521,44 @@ def _host_nameservers() -> list:
     return servers or ["127.0.0.53"]
 
 
-def _refused_destination(ip: str) -> bool:
-    """Loopback, this-network, link-local (other sandboxes' links, the cloud metadata address),
-    multicast and reserved; and any address of the host itself (bind(2) to it succeeds)."""
-    n = struct.unpack("!I", socket.inet_aton(ip))[0]
-    first = n >> 24
-    if first in (0, 127) or first >= 224 or (n >> 16) == (169 << 8 | 254):
+def _refused_destination(ip: str, policy: EgressPolicy | None = None, host_nets=None) -> bool:
+    """The relay's own check of a sandbox's destination (the nft rules decide first; this holds
+    if they ever let one through). Always refused: this-network, loopback, the sandboxes' links,
+    multicast and reserved, and any address of the host itself (bind(2) to it succeeds). Refused
+    unless ``policy`` allows it: private, shared and link-local ranges, and the networks of the
+    host's own addresses (``host_nets``; None: dump them now). IPv6: only global unicast passes
+    (no IPv6 leaves a sandbox today; fc00::/7, fe80::/10 and the like are refused here too)."""
+    if ":" in ip:
+        import ipaddress
+        a = ipaddress.IPv6Address(ip)
+        if a.ipv4_mapped is not None:
+            return _refused_destination(str(a.ipv4_mapped), policy, host_nets)
+        return not a.is_global
+    n = struct.unpack("!I", socket.inet_pton(socket.AF_INET, ip))[0]
+    if _in_nets(n, _NEVER):
         return True
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         s.bind((ip, 0))
         return True
     except OSError:
-        return False
+        pass
     finally:
         s.close()
+    if policy is not None and policy.allows(n):
+        return False
+    if _in_nets(n, _CLOSED):
+        return True
+    if host_nets is None:
+        host_nets = _current_host_networks()
+    return _in_nets(n, host_nets)
+
+
+def _current_host_networks() -> list:
+    """_host_networks of the host's addresses as they are now (an RTM_GETADDR dump, ~0.1 ms)."""
+    from localsb.linux import netns as N
+    with N.RtNetlink() as nl:
+        return _host_networks(nl.ipv4_networks())
 
 
 class Egress:
@@ -415,8 +570,10 @@ class Egress:
 
     CONNECT_TIMEOUT = 20.0
 
-    def __init__(self, host_ip: str):
+    def __init__(self, host_ip: str, sandbox_ip: str | None = None, policy: EgressPolicy | None = None):
         self.host_ip = host_ip
+        self.sandbox_ip = sandbox_ip
+        self.policy = policy or EgressPolicy()
         self.nameservers = _host_nameservers()
         self.stopped = False
         self.conns: set = set()
@@ -471,7 +628,7 @@ class Egress:
             dst = _original_dst(conn)
             if dst[0] == self.host_ip and dst[1] == 53:
                 dst = (self.nameservers[0], 53)   # DNS over TCP, to the host's resolver
-            elif dst[0] == self.host_ip or _refused_destination(dst[0]):
+            elif dst[0] == self.host_ip or _refused_destination(dst[0], self.policy):
                 _reset(conn)
                 return
             up = socket.create_connection(dst, timeout=self.CONNECT_TIMEOUT)
@@ -499,7 +656,7 @@ class Egress:
 
     # DNS -------------------------------------------------------------------------------------------
     def _dns_loop(self):
-        pending = {}   # our query id -> (client address, client's id, time)
+        pending = {}   # our query id -> (client address, client's id, time, server asked)
         tries = {}     # (client address, client's id) -> how many times asked: rotates servers
         poller = select.poll()     # not select(): the relay's descriptors can go past 1024
         by_fd = {self.udp.fileno(): self.udp, self.upstream.fileno(): self.upstream}
@@ -519,26 +676,28 @@ class Egress:
                         break
                     if self.stopped:
                         break
-                    if len(data) >= 12:
+                    if _is_query(data) and (self.sandbox_ip is None or client[0] == self.sandbox_ip):
                         key = (client, data[:2])
                         n = tries.get(key, 0)
                         tries[key] = n + 1
                         qid = os.urandom(2)
                         while qid in pending:
                             qid = os.urandom(2)
-                        pending[qid] = (client, data[:2], now)
                         server = self.nameservers[n % len(self.nameservers)]
+                        pending[qid] = (client, data[:2], now, server)
                         try:
                             self.upstream.sendto(qid + data[2:], (server, 53))
                         except OSError:
                             pending.pop(qid, None)
                 if self.upstream in ready:
                     try:
-                        data, _ = self.upstream.recvfrom(65535)
+                        data, source = self.upstream.recvfrom(65535)
                     except OSError:
-                        data = b""
-                    entry = pending.pop(data[:2], None) if len(data) >= 12 else None
-                    if entry is not None:
+                        data, source = b"", None
+                    entry = pending.get(data[:2]) if len(data) >= 12 else None
+                    # an answer only from the server asked (anyone may send to our socket)
+                    if entry is not None and source == (entry[3], 53):
+                        del pending[data[:2]]
                         tries.pop((entry[0], entry[1]), None)
                         try:
                             self.udp.sendto(entry[1] + data[2:], entry[0])
@@ -550,6 +709,12 @@ class Egress:
         finally:
             _close_sock(self.udp)
             _close_sock(self.upstream)
+
+
+def _is_query(data: bytes) -> bool:
+    """A DNS query (RFC 1035 4.1.1): a whole header, QR 0, opcode QUERY, one question. Nothing else
+    is forwarded: the forwarder is a way to the host's resolvers for names, not for datagrams."""
+    return len(data) >= 17 and data[2] & 0xF8 == 0 and data[4:6] == b"\0\1"
 
 
 def _original_dst(conn):
@@ -596,4 +761,4 @@ def _log(msg: str) -> None:
 
 
 __all__ = ["attach", "attach_pid", "reattach", "prepare_run", "detach", "release", "on_create",
-           "NetworkMixin", "Egress", "link_names", "url_label", "read_state", "errno"]
+           "NetworkMixin", "Egress", "EgressPolicy", "link_names", "url_label", "read_state", "errno"]

@@ -42,6 +42,7 @@ IFLA_INFO_DATA = 2
 VETH_INFO_PEER = 1
 IFA_ADDRESS = 1
 IFA_LOCAL = 2
+RTA_DST = 1
 RTA_GATEWAY = 5
 RTA_OIF = 4
 IFF_UP = 0x1
@@ -189,9 +190,15 @@ class RtNetlink:
 
     def route_add_default(self, gateway: str, index: int) -> None:
         """RTM_NEWROUTE 0.0.0.0/0 via ``gateway`` on link ``index`` in the main table."""
-        body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE,
+        self.route_add("0.0.0.0", 0, gateway, index)
+
+    def route_add(self, dst: str, prefixlen: int, gateway: str, index: int) -> None:
+        """RTM_NEWROUTE ``dst``/``prefixlen`` via ``gateway`` on link ``index`` in the main table."""
+        body = _RTMSG.pack(socket.AF_INET, prefixlen, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE,
                            RTN_UNICAST, 0) + _attr(RTA_GATEWAY, socket.inet_aton(gateway)) + \
             _attr(RTA_OIF, struct.pack("=I", index))
+        if prefixlen:
+            body += _attr(RTA_DST, socket.inet_aton(dst))
         self.request(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
 
 

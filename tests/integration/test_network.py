@@ -2,7 +2,8 @@
 host end, host forwarding off) and the default of loopback only.
 
 Traffic goes only to loopback, to the host end of a sandbox's own link, and to a namespace this
-test makes ("remote": the outside world, reached from the host over a veth of its own).
+test makes ("remote": the outside world, reached from the host over a veth of its own). The host
+end answers only with LOCALSB_NETWORK_ALLOW=host (issue 14): the tests that listen there set it.
 """
 from __future__ import annotations
 
@@ -134,6 +135,10 @@ def dns_answer(query: bytes, ip: str) -> bytes:
 
 
 class Remote:
+    """A host of the outside world: a namespace behind a veth /30 (198.18.x.0/30), serving on an
+    address of its own (198.19.x.y) that the host reaches through a route via the veth, not
+    on-link: the networks of the host's own addresses are refused like a private LAN (issue 14)."""
+
     def __init__(self):
         self.fd = N.new_netns()
         self.ifname = "lsbt" + os.urandom(4).hex()
@@ -141,19 +146,23 @@ class Remote:
             taken = nl.ipv4_networks()
             for third in range(0, 256):
                 base = (198 << 24) | (18 << 16) | (third << 8) | 0
-                if not any(network._overlaps(base, 30, n, p) for n, p in taken):
+                public = (198 << 24) | (19 << 16) | (third << 8) | 2
+                if not any(network._overlaps(base, 30, n, p) or network._overlaps(public, 32, n, p)
+                           for n, p in taken):
                     break
-            self.host_ip, self.ip = network._ip(base + 1), network._ip(base + 2)
+            self.host_ip, self.gateway, self.ip = network._ip(base + 1), network._ip(base + 2), network._ip(public)
             nl.veth_add(self.ifname, "eth0", self.fd)
             N.sysctl_write(f"net/ipv6/conf/{self.ifname}/disable_ipv6", "1")
             idx = nl.link_index(self.ifname)
             nl.addr_add(idx, self.host_ip, 30)
             nl.link_up(idx)
+            nl.route_add(self.ip, 32, self.gateway, idx)   # goes with the link
 
         def inside():
             with N.RtNetlink() as n2:
                 i = n2.link_index("eth0")
-                n2.addr_add(i, self.ip, 30)
+                n2.addr_add(i, self.gateway, 30)
+                n2.addr_add(n2.link_index("lo"), self.ip, 32)
                 n2.link_up(i)
                 n2.link_up(n2.link_index("lo"))
         N.run_in_netns(self.fd, inside)
@@ -266,10 +275,13 @@ print(r, dt < 0.5)
     assert out.getvalue().decode().splitlines()[1] == "ENETUNREACH True"
 
 
-def test_network_link_reaches_a_server_on_the_host_side(engine, netsbx):
+def test_network_link_reaches_a_server_on_the_host_side(engine, netsbx, monkeypatch):
+    # the host end answers only with the opt-in (issue 14; tests/security/test_network_escape.py)
+    monkeypatch.setenv("LOCALSB_NETWORK_ALLOW", "host")
     forwarding_before = open("/proc/sys/net/ipv4/ip_forward").read()
     sid, st = netsbx()
     assert st["ifname"] in links() and st["table"] in tables()
+    assert st["allow"] == ["host"]
     srv = tcp_server(st["hostIp"])
     try:
         rc, out, err = py(engine, sid, CONNECT + f"""
@@ -407,7 +419,8 @@ def test_delete_and_repair_leave_no_link_table_or_process(engine, state_dir, net
     assert not os.path.exists(f"/proc/{row['init_pid']}/ns/net")
 
 
-def test_checkpoint_restore_gives_the_new_init_a_link(engine, netsbx):
+def test_checkpoint_restore_gives_the_new_init_a_link(engine, netsbx, monkeypatch):
+    monkeypatch.setenv("LOCALSB_NETWORK_ALLOW", "host")   # the probe listens on the host end
     sid, st = netsbx()
     engine.checkpoint_create(sid, "before")
     engine.checkpoint_restore(sid, "before")
@@ -465,9 +478,10 @@ s.close()
         self.sock.close()
 
 
-def test_network_egress_bytes_count_what_the_sandbox_sent(engine, netsbx):
+def test_network_egress_bytes_count_what_the_sandbox_sent(engine, netsbx, monkeypatch):
     """networkEgressBytes: the bytes a sandbox sent on its link, live in stats, kept on the row
     when the link goes (restore makes a new one; delete removes it)."""
+    monkeypatch.setenv("LOCALSB_NETWORK_ALLOW", "host")   # the sink listens on the host end
     sid, st = netsbx()
     before = engine.stats()["services"]["sandbox"]["totalNetworkEgressBytes"]
     sink = _Sink(st["hostIp"])
