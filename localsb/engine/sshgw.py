@@ -26,6 +26,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import struct
 import sys
 import time
@@ -207,7 +208,14 @@ def enter(init_pidfd: int, cgroup_procs: list, argv: list, env: dict, cwd: str =
             spawn.join_sandbox(init_pidfd)
             slave = None
             if pty is not None:
-                master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+                # the devpts instance's own ptmx: /dev is the sandbox's tmpfs, and what its root
+                # put at /dev/ptmx (a FIFO, say) must not be what the gateway opens
+                master = os.open("/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC | os.O_NOFOLLOW
+                                 | os.O_NONBLOCK)
+                mst = os.fstat(master)
+                if not stat.S_ISCHR(mst.st_mode) or os.major(mst.st_rdev) != 5 or os.minor(mst.st_rdev) != 2:
+                    raise OSError(errno.ENOTTY, "/dev/pts/ptmx is not the pty multiplexer")
+                os.set_blocking(master, True)
                 fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
                 set_winsize(master, pty[0], pty[1])
                 slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)

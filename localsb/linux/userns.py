@@ -1,9 +1,11 @@
 """User namespaces and host id ranges: a sandbox's root is an unprivileged host id range of its own.
 
 Every sandbox runs in a user namespace that maps its ids 0..65535 onto a range of 65,536 host ids
-(``0 <base> 65536``); host uid 0 is mapped into no sandbox. Ranges start at 2^30, far above host
-users and the usual /etc/subuid ranges, and are aligned on 65,536, so ``base + id % 65536`` maps a
-file's owner from any range (or from canonical, unshifted ids) to another (``shift_tree``).
+(``0 <base> 65536``); host uid 0 is mapped into no sandbox. Ranges start at 0x70000000, above host
+users, the usual /etc/subuid ranges and systemd's container range (0x00080000-0x6FFFFFFF), end
+below systemd's foreign range (0x7FFE0000) and 2^31, skip any range /etc/subuid, /etc/subgid or
+/etc/passwd uses, and are aligned on 65,536, so ``base + id % 65536`` maps a file's owner from any
+range (or from canonical, unshifted ids) to another (``shift_tree``).
 
 A range is reserved machine-wide, across state directories, by flock(2) on
 ``/run/localsb/userns/<slot>.lock`` (LOCK_EX, non-blocking), held through an open descriptor by the
@@ -25,8 +27,8 @@ import stat as st
 from . import syscalls as sc
 
 RANGE_SIZE = 65536
-RANGE_START = 1 << 30
-RANGE_SLOTS = 16384            # 2^30 .. 2^31: never a negative uid_t anywhere
+RANGE_START = 0x70000000       # above systemd-nspawn's --private-users=pick range
+RANGE_SLOTS = 4094             # up to 0x7FFE0000 (systemd's foreign range): never near 2^31
 LOCK_DIR = "/run/localsb/userns"
 NO_USERNS_ENV = "LOCALSB_INSECURE_NO_USERNS"   # explicit opt-out, for hosts without user namespaces
 
@@ -74,18 +76,53 @@ def _lock_dir() -> None:
     os.chmod(os.path.dirname(LOCK_DIR), 0o700)
 
 
+def _host_ranges() -> list:
+    """(first, count) of every host id range in use outside localsb: /etc/subuid and /etc/subgid
+    lines, and /etc/passwd and /etc/group ids."""
+    found = []
+    for path in ("/etc/subuid", "/etc/subgid"):
+        try:
+            with open(path) as fh:
+                for line in fh:
+                    parts = line.strip().split(":")
+                    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                        found.append((int(parts[1]), int(parts[2])))
+        except OSError:
+            pass
+    for path in ("/etc/passwd", "/etc/group"):
+        try:
+            with open(path) as fh:
+                for line in fh:
+                    parts = line.split(":")
+                    if len(parts) > 2 and parts[2].isdigit():
+                        found.append((int(parts[2]), 1))
+        except OSError:
+            pass
+    return found
+
+
+def taken_by_host(slot: int, host=None) -> bool:
+    lo = RANGE_START + slot * RANGE_SIZE
+    hi = lo + RANGE_SIZE
+    return any(first < hi and first + count > lo for first, count in (_host_ranges() if host is None else host))
+
+
 def reserve() -> IdRange:
-    """flock(2) the first free slot from a random start: a range no live sandbox holds."""
+    """flock(2) the first free slot from a random start: a range no live sandbox holds and no
+    host user or subordinate id range overlaps."""
     if userns_disabled():
         return IdRange(-1, None)
     _lock_dir()
+    host = [(f, c) for f, c in _host_ranges() if f + c > RANGE_START]
     start = random.randrange(RANGE_SLOTS)
     for i in range(RANGE_SLOTS):
         slot = (start + i) % RANGE_SLOTS
+        if host and taken_by_host(slot, host):
+            continue
         fd = _try_lock(slot)
         if fd is not None:
             return IdRange(slot, fd)
-    raise OSError(errno.EUSERS, "every localsb id range is in use (16,384 live sandboxes)")
+    raise OSError(errno.EUSERS, f"every localsb id range is in use ({RANGE_SLOTS} live sandboxes)")
 
 
 def reserve_base(base: int) -> IdRange:
@@ -185,50 +222,47 @@ def _fix_caps(raw: bytes, base: int) -> bytes:
 def shift_tree(path: str, base: int) -> int:
     """lchown(2) every entry under ``path`` (not crossing mounts) to ``base + id % 65536``, keeping
     setuid/setgid bits and file capabilities, which chown(2) clears. Returns the entry count.
-    Idempotent: an entry already in the range maps to itself."""
+    Idempotent: an entry already in the range maps to itself. Iterative (any depth, one descriptor
+    at a time). Call it on a tree nothing else uses (a fresh copy of a snapshot, not mounted): its
+    directories, found by lstat, are reopened by path with O_NOFOLLOW."""
     top = os.lstat(path)
     count = 0
 
-    def visit(dirfd: int, name: str, s) -> None:
+    def visit(dirfd, name: str, s) -> None:
         nonlocal count
         count += 1
         uid, gid = _shift_id(s.st_uid, base), _shift_id(s.st_gid, base)
         if (uid, gid) == (s.st_uid, s.st_gid):
             return
+        target = name if dirfd is None else f"/proc/self/fd/{dirfd}/{name}"
         caps = None
         if st.S_ISREG(s.st_mode):
             try:
-                caps = os.getxattr(name, _XATTR_CAPS, follow_symlinks=False) if dirfd is None else \
-                    os.getxattr(f"/proc/self/fd/{dirfd}/{name}", _XATTR_CAPS, follow_symlinks=False)
+                caps = os.getxattr(target, _XATTR_CAPS, follow_symlinks=False)
             except OSError:
                 caps = None
         os.chown(name, uid, gid, dir_fd=dirfd, follow_symlinks=False)
         if not st.S_ISLNK(s.st_mode) and not st.S_ISDIR(s.st_mode) and s.st_mode & (st.S_ISUID | st.S_ISGID):
             os.chmod(name, st.S_IMODE(s.st_mode), dir_fd=dirfd)
         if caps is not None:
-            target = name if dirfd is None else f"/proc/self/fd/{dirfd}/{name}"
             os.setxattr(target, _XATTR_CAPS, _fix_caps(caps, base), follow_symlinks=False)
 
-    def walk(dfd: int) -> None:
-        with os.scandir(dfd) as it:
-            entries = list(it)
-        for e in entries:
-            s = e.stat(follow_symlinks=False)
-            if st.S_ISDIR(s.st_mode):
-                if s.st_dev != top.st_dev:
-                    continue
-                sub = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
-                try:
-                    walk(sub)
-                finally:
-                    os.close(sub)
-            visit(dfd, e.name, s)
-
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        walk(fd)
-    finally:
-        os.close(fd)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    stack = [path]                          # directories still to list
+    while stack:
+        current = stack.pop()
+        dfd = os.open(current, flags)
+        try:
+            with os.scandir(dfd) as it:
+                entries = [(e.name, e.stat(follow_symlinks=False)) for e in it]
+            for name, s in entries:
+                if st.S_ISDIR(s.st_mode):
+                    if s.st_dev != top.st_dev:
+                        continue
+                    stack.append(os.path.join(current, name))
+                visit(dfd, name, s)
+        finally:
+            os.close(dfd)
     visit(None, path, top)
     return count
 
