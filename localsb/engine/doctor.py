@@ -38,6 +38,7 @@ def report(engine) -> dict:
     except Exception as e:  # noqa: BLE001
         d["storage"] = {"driver": None, "error": str(e)}
     d["seccomp"] = security.seccomp_available()
+    d["seccompFilter"] = security.seccomp_info()
     d["isolation"] = ("root with a reduced capability bounding set, no_new_privs, seccomp deny list "
                       "and the devices cgroup (no user namespace: the base runtime shares the host's /usr)")
     try:
