@@ -68,9 +68,7 @@ def report(engine) -> dict:
     except Exception as e:  # noqa: BLE001
         d["storage"] = {"driver": None, "error": str(e)}
     d["seccomp"] = security.seccomp_available()
-    info = getattr(security, "seccomp_info", None)
-    if info is not None:
-        d["seccompFilter"] = info()
+    d["seccompFilter"] = security.seccomp_info()
     from .engine import default_limits
     d["defaultLimits"] = default_limits()
     d["isolation"] = ("a user namespace per sandbox (root inside is an unprivileged host id range), "
