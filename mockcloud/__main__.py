@@ -19,28 +19,35 @@ from localsb.api.errors import LocalsbError
 from .store import Store, default_state_dir
 
 
+# The end of every --help: the man page (scripts/gen-man writes it from this parser).
+SEE_PAGE = "see mockcloud(1)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mockcloud", description="The hosted Agentuity sandbox API, locally.")
+    p = argparse.ArgumentParser(prog="mockcloud", description="The hosted Agentuity sandbox API, locally.",
+                                epilog=SEE_PAGE)
     sub = p.add_subparsers(dest="command", required=True)
 
     def state(sp):
         sp.add_argument("--state-dir", default=None, help="mockcloud state directory "
                         "(default $MOCKCLOUD_HOME or /var/lib/mockcloud)")
 
-    s = sub.add_parser("serve", help="serve the API")
+    s = sub.add_parser("serve", help="serve the API", epilog=SEE_PAGE)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed on stdout)")
     state(s)
     s.add_argument("--engine-state", default=None, help="engine state directory (default <state-dir>/engine)")
     s.add_argument("--access-log", action="store_true", help="log every request on stderr")
 
-    k = sub.add_parser("keys", help="API keys")
+    k = sub.add_parser("keys", help="API keys", epilog=SEE_PAGE)
     ksub = k.add_subparsers(dest="keys_command", required=True)
-    kc = ksub.add_parser("create", help="make an API key for an organization (created if needed)")
+    kc = ksub.add_parser("create", help="make an API key for an organization (created if needed)",
+                         epilog=SEE_PAGE)
     kc.add_argument("--org", required=True, help="organization name")
     state(kc)
     kc.add_argument("--json", action="store_true", help="print {id, key, orgId, orgName}")
-    kl = ksub.add_parser("list", help="list API keys (ids and orgs; keys are not stored in clear)")
+    kl = ksub.add_parser("list", help="list API keys (ids and orgs; keys are not stored in clear)",
+                         epilog=SEE_PAGE)
     state(kl)
     kl.add_argument("--json", action="store_true")
     return p

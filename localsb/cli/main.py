@@ -32,6 +32,7 @@ def build_parser(lazy: bool = False) -> tree.Parser:
     """
     from localsb import __version__
     from .commands import doctor, sandbox, ssh, ssh_key
+    from .commands import help as help_command
 
     top = tree.Parser(prog="localsb", parents=[tree.GLOBALS],
                       description="The Agentuity cloud sandbox command set on this machine.\n"
@@ -57,6 +58,7 @@ def build_parser(lazy: bool = False) -> tree.Parser:
     tree.share(sub, "sandbox", sb, aliases=["sb"], help="Short form of 'cloud sandbox'")
     doctor.register(sub)
     ssh_key.register(sub)
+    help_command.register(sub)
     if not lazy:
         tree.build_all(top)
     return top

@@ -302,6 +302,47 @@ class Output:
             return False
         return answer.strip().lower().startswith("y")
 
+    # manual pages --------------------------------------------------------------------------------
+    def manual(self, page: str, env) -> tuple[bool, str]:
+        """Show man page ``page`` (section 1) with man(1), through its pager on a terminal.
+
+        -> (True, "") once shown, or (False, why) when man is not on ``env``'s PATH or fails (no
+        such page, a pager that fails): the caller then shows the --help text instead.
+        """
+        import shutil
+        import subprocess
+
+        man = shutil.which("man", path=env.get("PATH", os.defpath))
+        if man is None:
+            return False, "man is not installed (apt-get install man-db)"
+        self.flush()
+        out_fd = _fileno(self.stdout)
+        try:
+            # man's stderr is kept: on failure its message becomes ours, one line.
+            r = subprocess.run([man, "1", page], env=dict(env), stderr=subprocess.PIPE,
+                               stdout=subprocess.PIPE if out_fd is None else out_fd)
+        except OSError as exc:
+            return False, exc.strerror or str(exc)
+        problem = r.stderr.decode("utf-8", "replace").strip()
+        if r.returncode != 0:
+            import re
+            why = (problem.splitlines() or [f"exit status {r.returncode}"])[-1]
+            # "man: command exited with status 1: <the whole pipeline>": the pipeline says nothing.
+            why = re.sub(r"^\S*man: ", "", why)
+            return False, re.sub(r"(command exited with status \d+): .*", r"\1", why)
+        if out_fd is None:
+            self.write(r.stdout.decode("utf-8", "replace"))
+        if problem:
+            self.err_line(problem)
+        return True, ""
+
+
+def _fileno(stream) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
 
 def _isatty(stream) -> bool:
     try:

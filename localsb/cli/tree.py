@@ -61,8 +61,10 @@ class Parser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
     def format_help(self):
+        """argparse's help, then the man page that documents the command (``localsb help``
+        opens it)."""
         self.ensure_built()
-        return super().format_help()
+        return super().format_help() + f"\nsee {man_page(self)}(1)\n"
 
     def format_usage(self):
         self.ensure_built()
@@ -85,6 +87,37 @@ class Parser(argparse.ArgumentParser):
             file = STREAMS["stderr"] or sys.stderr
         file.write(message)
         file.flush()
+
+
+# Which man page documents a command: scripts/gen-man writes the pages by the same rule (the
+# sandbox commands in localsb-sandbox(1), one page per group and per command outside the sandbox
+# group, these sandbox commands on pages of their own, and these top-level ones in localsb(1)).
+OWN_PAGE_LEAVES = ("env", "events", "stats")
+TOP_PAGE_COMMANDS = ("help",)
+
+
+def man_page(parser) -> str:
+    """The name of the man page (section 1) that documents ``parser``'s command."""
+    words = parser.prog.split()[1:]
+    if words[:1] == ["cloud"]:
+        words = words[1:]
+    if not words or words[0] in TOP_PAGE_COMMANDS:
+        return "localsb"
+    if words[0] == "sandbox" and len(words) > 1:
+        if len(words) == 2 and parser._subparsers is None and words[1] not in OWN_PAGE_LEAVES:
+            return "localsb-sandbox"
+        return f"localsb-{words[1]}"
+    return f"localsb-{words[0]}"
+
+
+def subcommand(parser, name: str):
+    """The parser of command ``name`` under ``parser`` (an alias works too), or None."""
+    if isinstance(parser, Parser):
+        parser.ensure_built()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action._name_parser_map.get(name)
+    return None
 
 
 def _help(text: str, default=None) -> str:

@@ -232,3 +232,239 @@ def test_man_l_renders_localsb_page():
                        capture_output=True, text=True, env=env, timeout=30)
     assert r.returncode == 0 and r.stderr == "", r.stderr
     assert "LOCALSB(1)" in r.stdout and "localsb cloud sandbox" in r.stdout
+
+
+# Each command names its page; `localsb help` opens it ----------------------------------------------
+def commands(parser, words=()):
+    """[(words, parser)] of every command of the tree (the top included), by canonical name, each once."""
+    out, seen = [], set()
+
+    def visit(p, path):
+        if id(p) in seen:
+            return
+        seen.add(id(p))
+        out.append((list(path), p))
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action._name_parser_map.items():
+                    visit(child, path + [name])
+
+    visit(parser, list(words))
+    return out
+
+
+def documents(roff: str, prog: str) -> bool:
+    """Whether a page's synopsis names ``prog`` (the command, or for a group its commands)."""
+    esc = re.escape(prog.replace("-", "\\-"))
+    return re.search(rf'^\.SY "?{esc}[ "\n]', roff, re.M) is not None
+
+
+def test_every_help_ends_with_the_page_that_documents_the_command(pages):
+    from localsb.cli.main import build_parser
+    from localsb.cli.tree import man_page
+    from cli_fake_backend import cli
+
+    problems = []
+    every = commands(build_parser())
+    assert len(every) >= 50
+    for words, parser in every:
+        page = man_page(parser)
+        r = cli(*words, "--help")
+        if r.rc != 0 or not r.out.endswith(f"\n\nsee {page}(1)\n"):
+            problems.append(f"localsb {' '.join(words)} --help does not end with 'see {page}(1)'")
+        elif page not in pages:
+            problems.append(f"{parser.prog}: its --help names {page}(1), which is not in man/")
+        elif not documents(pages[page], parser.prog):
+            problems.append(f"{parser.prog}: its --help names {page}(1), which does not document it")
+        elif (parser._subparsers is None and page != "localsb"
+              and command_section(pages[page], parser.prog) is None):
+            problems.append(f"{parser.prog}: no section of {page}(1) is about it")
+    assert not problems, "\n".join(problems)
+    # Short forms and aliases name the same page.
+    assert cli("sb", "rm", "--help").out.endswith("see localsb-sandbox(1)\n")
+    assert cli("sb", "ckpt", "ls", "--help").out.endswith("see localsb-checkpoint(1)\n")
+
+
+def fake_man(directory, script: str) -> str:
+    """A directory holding an executable `man` that runs ``script`` (sh): a PATH for the test."""
+    path = os.path.join(directory, "man")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("#!/bin/sh\n" + script + "\n")
+    os.chmod(path, 0o755)
+    return str(directory)
+
+
+@pytest.mark.parametrize("words, page", [
+    ([], "localsb"),
+    (["cloud"], "localsb"),
+    (["sandbox"], "localsb-sandbox"),
+    (["sb", "exec"], "localsb-sandbox"),
+    (["cloud", "sandbox", "snapshot"], "localsb-snapshot"),
+    (["sb", "snap", "create"], "localsb-snapshot"),
+    (["sb", "events"], "localsb-events"),
+    (["cloud", "ssh"], "localsb-ssh"),
+    (["ssh-key", "add"], "localsb-ssh-key"),
+    (["doctor"], "localsb-doctor"),
+    (["help"], "localsb"),
+])
+def test_help_command_opens_the_page_with_man(tmp_path, words, page):
+    from cli_fake_backend import cli
+
+    path = fake_man(tmp_path, 'echo "man $*"')
+    r = cli("help", *words, env={"PATH": path})
+    assert (r.rc, r.out, r.err) == (0, f"man 1 {page}\n", "")
+
+
+def test_help_command_prints_the_help_text_without_man(tmp_path):
+    from cli_fake_backend import cli
+
+    expected = cli("sb", "snapshot", "--help").out
+    r = cli("help", "sb", "snapshot", env={"PATH": str(tmp_path)})      # no man on PATH
+    assert r.rc == 0 and r.out == expected
+    assert "man localsb-snapshot: man is not installed" in r.err
+
+    path = fake_man(tmp_path, 'echo "No manual entry for $2 in section $1" >&2; exit 16')
+    r = cli("help", "sb", "snapshot", env={"PATH": path})
+    assert r.rc == 0 and r.out == expected
+    assert "No manual entry for localsb-snapshot in section 1" in r.err
+
+    # The pager fails (man says so and exits 3): the help text still shows.
+    path = fake_man(tmp_path, "echo 'man: command exited with status 1: sed -e | less' >&2; exit 3")
+    r = cli("help", "doctor", env={"PATH": path, "MANPAGER": "false"})
+    assert r.rc == 0 and r.out == cli("doctor", "--help").out
+    assert "man localsb-doctor: command exited with status 1;" in r.err and "sed" not in r.err
+
+
+def test_help_command_rejects_an_unknown_command(tmp_path):
+    from cli_fake_backend import cli
+
+    r = cli("help", "sb", "nope", env={"PATH": fake_man(tmp_path, "exit 0")})
+    assert r.rc == 2 and r.out == ""
+    assert "unknown command 'localsb sb nope'" in r.err
+
+
+# Installed where man looks ---------------------------------------------------------------------------
+INSTALL_MAN = os.path.join(ROOT, "scripts", "install-man")
+needs_man = pytest.mark.skipif(shutil.which("man") is None,
+                               reason="man-db is not installed (apt-get install man-db; scripts/setup does)")
+
+
+def man_env(**extra):
+    """The environment of a user's shell: no MANPATH, man's output plain text."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MANPATH", "MANOPT")}
+    return dict(env, MANPAGER="cat", PAGER="cat", MANWIDTH="100", **extra)
+
+
+def test_install_man_links_the_pages_and_removes_what_it_placed_before(tmp_path):
+    dest = tmp_path / "share" / "man"
+    subprocess.run([INSTALL_MAN, str(dest)], check=True, timeout=30)
+    names = sorted(f"{p}.1" for p in ALL_PAGES)
+    assert sorted(os.listdir(dest / "man1")) == names
+    for name in names:
+        assert os.path.realpath(dest / "man1" / name) == os.path.realpath(os.path.join(MAN_DIR, name))
+    manifest = dest / ".localsb-pages"
+    assert manifest.read_text().split() == names
+
+    # A page an earlier run placed and man/ no longer has goes; what is not a link of ours stays.
+    os.symlink(os.path.join(MAN_DIR, "localsb-gone.1"), dest / "man1" / "localsb-gone.1")
+    (dest / "man1" / "handmade.1").write_text(".TH HANDMADE 1\n")
+    (dest / "man1" / "other.1").write_text(".TH OTHER 1\n")
+    manifest.write_text(manifest.read_text() + "localsb-gone.1\nhandmade.1\n")
+    os.unlink(dest / "man1" / "localsb-fs.1")
+    subprocess.run([INSTALL_MAN, str(dest)], check=True, timeout=30)
+    assert sorted(os.listdir(dest / "man1")) == sorted(names + ["handmade.1", "other.1"])
+    assert manifest.read_text().split() == names
+
+    # Again: nothing to do, nothing touched.
+    before = {n: os.lstat(dest / "man1" / n).st_mtime_ns for n in names}
+    stamp = manifest.stat().st_mtime_ns
+    subprocess.run([INSTALL_MAN, str(dest)], check=True, timeout=30)
+    assert {n: os.lstat(dest / "man1" / n).st_mtime_ns for n in names} == before
+    assert manifest.stat().st_mtime_ns == stamp
+
+
+@needs_man
+def test_after_setup_man_opens_every_page():
+    """What a user does after scripts/setup (scripts/hello, scripts/test): `man NAME`, no MANPATH."""
+    env = man_env()
+    for name in ALL_PAGES:
+        r = subprocess.run(["man", "-w", name], capture_output=True, text=True, env=env, timeout=30)
+        assert r.returncode == 0, (f"man -w {name}: {r.stderr.strip()} (scripts/setup links the pages into "
+                                   "/usr/local/share/man/man1: run it)")
+        with open(r.stdout.strip(), encoding="utf-8") as fh:
+            assert fh.readline().startswith(r'.\" Generated by scripts/gen-man'), r.stdout
+    r = subprocess.run("man localsb-sandbox | grep -e '--memory'", shell=True, capture_output=True, text=True,
+                       env=env, timeout=30)
+    assert r.returncode == 0 and "--memory" in r.stdout, r.stderr
+    r = subprocess.run([sys.executable, "-m", "localsb", "help", "sb", "exec"], capture_output=True, text=True,
+                       env=dict(env, PYTHONPATH=ROOT), cwd=ROOT, timeout=30)
+    assert r.returncode == 0 and r.stdout.lstrip().startswith("LOCALSB-SANDBOX(1)"), r.stderr
+
+
+def _package_source(dest):
+    """What a build of the package reads, copied: the build writes build/ and *.egg-info beside it."""
+    os.makedirs(dest)
+    for name in ("setup.py", "setup.cfg", "README.md", "MANIFEST.in", "pyproject.toml"):
+        if os.path.exists(os.path.join(ROOT, name)):
+            shutil.copy2(os.path.join(ROOT, name), dest)
+    for name in ("localsb", "mockcloud", "man"):
+        shutil.copytree(os.path.join(ROOT, name), os.path.join(dest, name),
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+@needs_man
+def test_wheel_and_sdist_carry_the_pages_and_a_venv_install_opens_them(tmp_path):
+    """sdist → wheel built from it (what `pip install localsb-*.tar.gz` does) → a fresh virtual
+    environment: `man -w` finds every page with the environment's bin on PATH."""
+    import tarfile
+    import zipfile
+
+    import importlib.util
+    if importlib.util.find_spec("wheel") is None:    # building without build isolation (offline) needs it
+        pytest.fail("the wheel package is missing: run scripts/setup (it is in the test extra)")
+    src, dist = tmp_path / "src", tmp_path / "dist"
+    _package_source(src)
+    run = dict(capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(dist)], cwd=src, **run)
+    assert r.returncode == 0, r.stderr
+    (sdist,) = dist.glob("localsb-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        members = tar.getnames()
+        top = members[0].split("/")[0]
+        assert sorted(m.split("/")[-1] for m in members if m.startswith(f"{top}/man/") and m.endswith(".1")) \
+            == sorted(f"{p}.1" for p in ALL_PAGES)
+        tar.extractall(tmp_path / "unpacked", **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                        "--disable-pip-version-check", "-w", str(dist), str(tmp_path / "unpacked" / top)], **run)
+    assert r.returncode == 0, r.stderr
+    (whl,) = dist.glob("localsb-*.whl")
+    with zipfile.ZipFile(whl) as zf:
+        in_wheel = sorted(n.split("/")[-1] for n in zf.namelist() if "/data/share/man/man1/" in n)
+    assert in_wheel == sorted(f"{p}.1" for p in ALL_PAGES)
+
+    venv = tmp_path / "venv"
+    # The dependencies come from the machine's site-packages (offline); the package from the wheel.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
+                   check=True, timeout=60)
+    r = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps",
+                        "--ignore-installed", "--disable-pip-version-check", str(whl)], **run)
+    assert r.returncode == 0, r.stderr
+    env = man_env(PATH=f"{venv / 'bin'}:{os.environ.get('PATH', os.defpath)}")
+    for name in ALL_PAGES:
+        r = subprocess.run(["man", "-w", name], capture_output=True, text=True, env=env, timeout=30)
+        assert r.returncode == 0 and r.stdout.strip() == str(venv / "share" / "man" / "man1" / f"{name}.1"), \
+            (name, r.stdout, r.stderr)
+    r = subprocess.run(["localsb", "help", "sb", "snapshot"], capture_output=True, text=True, env=env, timeout=30,
+                       cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.lstrip().startswith("LOCALSB-SNAPSHOT(1)"), r.stderr
+
+
+def test_mockcloud_help_ends_with_its_page():
+    import mockcloud.__main__ as mc
+
+    factory = getattr(mc, "build_parser", None) or getattr(mc, "_parser")
+    every = commands(factory())
+    assert len(every) >= 5
+    for _words, parser in every:
+        assert parser.format_help().endswith("\n\nsee mockcloud(1)\n"), parser.prog
