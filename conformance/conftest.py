@@ -3,7 +3,8 @@ scenario on every runner (each runner works through its scenarios on its own thr
 three clients run side by side), and the scenario × runner table at the end.
 
 Runners: ``local`` (localsb, local engine), ``cloud`` (localsb --backend cloud → mockcloud),
-``official`` (@agentuity/cli 2.0.21 → mockcloud), and ``hosted`` (the official CLI against the
+``official`` (@agentuity/cli 2.0.21 → mockcloud), ``sdk`` (@agentuity/core 2.0.21 on node →
+mockcloud, through conformance/sdk_client.mjs), and ``hosted`` (the official CLI against the
 real service) only when AGENTUITY_REAL_API_KEY is set — see conformance/README.md.
 """
 from __future__ import annotations
@@ -19,8 +20,8 @@ from . import harness, runners
 
 # Threads per runner: each scenario has its own state directory or organization, so a runner can
 # work on several at once; the official CLI (bun, ~0.5 s a command) gets three.
-WORKERS = {"local": 1, "cloud": 1, "official": 3, "hosted": 1}
-RUNNER_ORDER = ["local", "cloud", "official"] + (["hosted"] if runners.HostedRunner.enabled() else [])
+WORKERS = {"local": 1, "cloud": 1, "official": 3, "sdk": 2, "hosted": 1}
+RUNNER_ORDER = ["local", "cloud", "official", "sdk"] + (["hosted"] if runners.HostedRunner.enabled() else [])
 # The report: (scenario, runner) -> (outcome, seconds, note), filled by test_scenarios.
 REPORT: dict = {}
 _REPORT_LOCK = threading.Lock()
@@ -30,9 +31,31 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "conformance_case(scenario, runner): one scenario on one runner")
 
 
+SDK_STEPS: dict = {}   # scenario -> steps the SDK runner did through the SDK
+
+
+def record_sdk_steps(scenario: str, n: int) -> None:
+    with _REPORT_LOCK:
+        SDK_STEPS[scenario] = n
+
+
 def record_outcome(scenario: str, runner: str, outcome: str, seconds: float = 0.0, note: str = "") -> None:
     with _REPORT_LOCK:
         REPORT[(scenario, runner)] = (outcome, seconds, note)
+
+
+def sdk_has_a_step(s, features) -> bool:
+    """Does the SDK runner do any step of scenario ``s`` through the SDK?"""
+    import shlex
+    for st in s.active_steps(features):
+        if "cmd" in st and not harness.runner_block(st, "sdk").get("skip"):
+            try:
+                argv = shlex.split(harness.VAR_RE.sub("X", st["cmd"]))
+            except ValueError:
+                continue
+            if runners.sdk_step(argv):
+                return True
+    return False
 
 
 def _needs_root() -> str | None:
@@ -69,6 +92,7 @@ class Conformance:
         if self.server is not None:
             self.runners["cloud"] = runners.CloudRunner(self.server)
             self.runners["official"] = runners.OfficialRunner(self.server)
+            self.runners["sdk"] = runners.SdkRunner(self.server)
         if runners.HostedRunner.enabled():
             self.runners["hosted"] = runners.HostedRunner()
         heavy = [s for s, _ in self.wanted if self.scenarios[s].heavy and not self.scenarios[s].internet]
@@ -107,7 +131,9 @@ class Conformance:
         why = _needs_root()
         if why:
             return why
-        if runner in ("cloud", "official") and self.server is None:
+        if runner == "sdk" and not sdk_has_a_step(s, self.features):
+            return "no step of this scenario is an SDK operation (human output or a command the SDK has not)"
+        if runner in ("cloud", "official", "sdk") and self.server is None:
             return None   # not a skip: a failure, reported by record()
         r = self.runners.get(runner)
         return r.skip_reason() if r is not None else None
@@ -206,6 +232,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     skipped = sorted({(s, v[2]) for s, d in rows.items() for v in d.values() if v[0] == "skip" and v[2]})
     for s, note in skipped:
         tr.write_line(f"  skip {s}: {note}")
+    if SDK_STEPS:
+        tr.write_line(f"sdk: {sum(SDK_STEPS.values())} steps through the SDK in {sum(1 for n in SDK_STEPS.values() if n)} "
+                      f"scenarios (the other steps of those scenarios ran with localsb --backend cloud)")
     session = REPORT.get(("__session__", ""))
     if session:
         tr.write_line(f"wall time of the runs: {session[1]:.0f}s")

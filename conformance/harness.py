@@ -60,7 +60,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCENARIO_DIR = os.path.join(HERE, "scenarios")
 DIVERGENCES = os.path.join(os.path.dirname(HERE), "docs", "divergences.md")
 
-RUNNER_KINDS = ("local", "cloud", "official")
+RUNNER_KINDS = ("local", "cloud", "official", "sdk")
+# The SDK runner runs what the SDK has not with localsb --backend cloud: a step without an `sdk:`
+# block takes the cloud runner's.
+KIND_FALLBACK = {"sdk": "cloud"}
+
+
+def runner_block(step: dict, kind: str) -> dict:
+    """The step's block for a runner kind (``sdk`` falls back to ``cloud``'s)."""
+    block = step.get(kind)
+    if block is None and kind in KIND_FALLBACK:
+        block = step.get(KIND_FALLBACK[kind])
+    return block or {}
 FIELDS = ("exit", "stdout", "stderr")
 
 # Features that reached localsb after the rest. A scenario that needs one runs its
@@ -287,7 +298,7 @@ def match_shape(expected, actual, path: str = "$") -> list[str]:
 def effective(step: dict, kind: str) -> dict:
     """The step's expectations for one runner kind: the step's, with the runner's block over them.
     A field the runner ``differs`` on loses the step's expectations for it."""
-    block = step.get(kind) or {}
+    block = runner_block(step, kind)
     eff = {k: step[k] for k in EXPECT_KEYS if k in step}
     for fld in block.get("differs") or []:
         for k in {"exit": ("exit",), "stdout": ("stdout", "stdout_has", "stdout_lacks", "json"),
@@ -412,6 +423,7 @@ class RunRecord:
     elapsed: float = 0.0
     workdir: str | None = None
     log: str = ""
+    sdk_steps: int = 0              # steps the SDK runner did through the SDK
 
 
 def _materialise(workdir: str, files: dict) -> None:
@@ -510,7 +522,7 @@ def execute(s: Scenario, session, kind: str, features: frozenset | None = None) 
     for i, step in enumerate(s.active_steps(features), 1):
         sr = StepRecord(i, step)
         rec.steps.append(sr)
-        block = step.get(kind) or {}
+        block = runner_block(step, kind)
         if aborted:
             sr.skipped = f"not run: {aborted}"
             continue
@@ -575,6 +587,7 @@ def execute(s: Scenario, session, kind: str, features: frozenset | None = None) 
             sr.error = f"{type(e).__name__}: {e}"
             aborted = f"step {i} raised"
     rec.elapsed = time.monotonic() - t0
+    rec.sdk_steps = getattr(session, "sdk_steps", 0)
     return rec
 
 
@@ -622,7 +635,7 @@ def step_problems(rec: RunRecord, ref: RunRecord | None, ref_alt: RunRecord | No
             if errs:
                 out.append((sr, errs))
             continue
-        block = sr.step.get(rec.kind) or {}
+        block = runner_block(sr.step, rec.kind)
         errs += check_expectations(effective(sr.step, rec.kind), sr.norm, None) + sr.file_problems
         mine = set(block.get("differs") or [])
         for fld in FIELDS:
@@ -632,7 +645,7 @@ def step_problems(rec: RunRecord, ref: RunRecord | None, ref_alt: RunRecord | No
                 if ref_rec is None or ref_rec.runner == rec.runner:
                     continue
                 ref_st = reference_step(ref_rec, sr.index)
-                if ref_st is None or fld in ((ref_st.step.get(ref_rec.kind) or {}).get("differs") or []):
+                if ref_st is None or fld in (runner_block(ref_st.step, ref_rec.kind).get("differs") or []):
                     continue
                 a, b = ref_st.norm[fld], sr.norm[fld]
                 if a != b:

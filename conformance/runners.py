@@ -51,6 +51,8 @@ class Result:
 def json_mode(argv: list) -> bool:
     """--json anywhere before the command separator, as both CLIs read it."""
     head = argv[:argv.index("--")] if "--" in argv else argv
+    if head[:1] == ["sdk"]:      # the SDK runner's own operations print JSON, except raw file bodies
+        return head[1:2] != ["read-file"]
     return "--json" in head
 
 
@@ -311,6 +313,100 @@ class OfficialRunner(_MockcloudRunner):
         env = self._env(work)
         env.update(client)
         s = Session(self, scenario, work, env, [os.path.join(official_bin(), "agentuity"), "cloud", "sandbox"])
+        s.context = {key["orgName"]: "<org-name>", self.server.url: "<api-url>", work: "<cwd>"}
+        return s
+
+
+SDK_CLIENT = os.path.join(ROOT, "conformance", "sdk_client.mjs")
+# What sdk_client.mjs exits with for a command that is not an SDK operation (then run by localsb).
+SDK_UNSUPPORTED = 199
+# ... for an API error answer: localsb prints it (the SDK has no CLI error output of its own).
+SDK_API_ERROR = 198
+# Commands sdk_client.mjs has (after aliases), in --json mode; `sdk` is the SDK-only operations.
+SDK_COMMANDS = {"create", "new", "get", "show", "info", "list", "ls", "exec", "execute", "delete", "rm", "del",
+                "remove", "destroy", "terminate", "pause", "hibernate", "suspend", "resume", "wake", "unpause",
+                "env", "events", "event", "execution", "executions", "job", "jobs", "checkpoint", "ckpt",
+                "snapshot", "snap", "snapshots", "runtime", "rt", "fs", "files", "file", "sdk"}
+
+
+def sdk_core_index() -> str:
+    return os.path.join(OFFICIAL_CLI_DIR, "node_modules", "@agentuity", "core", "dist", "index.js")
+
+
+def sdk_skip_reason() -> str | None:
+    """Why the SDK runner cannot run here: node, or @agentuity/core at the CLI's version, missing."""
+    if shutil.which("node") is None:
+        return "node is not installed (apt-get install nodejs npm; scripts/install-official-cli.sh)"
+    try:
+        with open(os.path.join(OFFICIAL_CLI_DIR, "node_modules", "@agentuity", "core", "package.json")) as fh:
+            version = json.load(fh).get("version")
+    except (OSError, ValueError):
+        version = None
+    if version != OFFICIAL_CLI_VERSION:
+        return (f"@agentuity/core {OFFICIAL_CLI_VERSION} is not installed in {OFFICIAL_CLI_DIR} (found {version}): "
+                f"run scripts/install-official-cli.sh")
+    return None
+
+
+def sdk_step(argv: list) -> bool:
+    """Does the SDK runner drive this command line through the SDK (else localsb runs it)?"""
+    return bool(argv) and argv[0] in SDK_COMMANDS and (argv[0] == "sdk" or json_mode(argv))
+
+
+class SdkSession(Session):
+    """Runs each SDK operation with ``node sdk_client.mjs``; every other command line (human
+    output, commands the SDK has not) with ``localsb --backend cloud`` on the same organization, so
+    the scenario's state is the same as on the other runners. ``sdk_steps`` counts the former."""
+
+    def __init__(self, *args, localsb_prefix: list, **kw):
+        super().__init__(*args, **kw)
+        self.localsb_prefix = localsb_prefix
+        self.sdk_steps = 0
+        self.delegated = 0
+
+    def run(self, argv: list, *, stdin: bytes | None = None, env: dict | None = None,
+            timeout: float = COMMAND_TIMEOUT, group: str | None = None) -> Result:
+        if sdk_step(argv) and stdin is None:
+            res = super().run(argv, env=env, timeout=timeout)
+            if res.rc not in (SDK_UNSUPPORTED, SDK_API_ERROR):
+                self.sdk_steps += 1
+                return res
+        self.delegated += 1
+        saved = self.prefix
+        self.prefix = self.localsb_prefix
+        try:
+            return super().run(argv, stdin=stdin, env=env, timeout=timeout, group=group)
+        finally:
+            self.prefix = saved
+
+    def start(self, name: str, argv: list, *, env: dict | None = None) -> None:
+        saved = self.prefix
+        self.prefix = self.localsb_prefix
+        try:
+            super().start(name, argv, env=env)
+        finally:
+            self.prefix = saved
+
+
+class SdkRunner(_MockcloudRunner):
+    """The official TypeScript SDK (@agentuity/core at the CLI's version, on node) against
+    mockcloud: sdk_client.mjs does each operation the SDK has through SandboxClient and the SDK's
+    service functions (zod-parsed answers) and prints the official CLI's --json output of it."""
+
+    name = kind = "sdk"
+
+    def skip_reason(self) -> str | None:
+        return sdk_skip_reason()
+
+    def open(self, scenario: str, shared: bool = False) -> Session:
+        work = self._workdir(scenario)
+        key, client = self._org_env(scenario)
+        env = _base_env(os.path.join(work, ".home"))
+        os.makedirs(env["HOME"])
+        env.update(client, LOCALSB_BACKEND="cloud", NO_PROXY="127.0.0.1,localhost")
+        self._python_env(env)
+        s = SdkSession(self, scenario, work, env, ["node", SDK_CLIENT, sdk_core_index()],
+                       localsb_prefix=[sys.executable, "-m", "localsb", "cloud", "sandbox"])
         s.context = {key["orgName"]: "<org-name>", self.server.url: "<api-url>", work: "<cwd>"}
         return s
 

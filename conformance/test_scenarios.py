@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from . import harness
-from .conftest import RUNNER_ORDER, record_outcome
+from .conftest import RUNNER_ORDER, record_outcome, record_sdk_steps
 
 SCENARIOS = harness.load_all()
 CASES = [(s.name, r) for s in SCENARIOS for r in RUNNER_ORDER]
@@ -30,5 +30,7 @@ def test_scenario(case, conformance):
         ref = None if ref.skipped else ref
         alt = None if (alt is None or alt.skipped) else alt
     problems = harness.check(s, rec, ref, alt)
+    if runner == "sdk":
+        record_sdk_steps(scenario, rec.sdk_steps)
     record_outcome(scenario, runner, "FAIL" if problems else "pass", rec.elapsed, problems[0][:200] if problems else "")
     assert not problems, f"scenario {scenario} on {runner} ({s.file}):\n\n" + "\n\n".join(problems)

@@ -127,15 +127,18 @@ def mutant_server():
     srv.stop()
 
 
-@pytest.mark.parametrize("kind", ["cloud", "official"])
+@pytest.mark.parametrize("kind", ["cloud", "official", "sdk"])
 def test_a_renamed_field_in_mockcloud_fails_a_scenario(kind, mutant_server, conformance):
     """mockcloud answering `GET /sandbox/{id}` with `executionCount` instead of `executions`
     makes create-get fail on both clients of the API, with the field named in the failure,
     though the same scenario against the real mockcloud has no such failure."""
     if kind == "official" and runners.official_skip_reason():
         pytest.skip(runners.official_skip_reason())
+    if kind == "sdk" and runners.sdk_skip_reason():
+        pytest.skip(runners.sdk_skip_reason())
     s = conformance.scenarios["create-get"]
-    runner = runners.CloudRunner(mutant_server) if kind == "cloud" else runners.OfficialRunner(mutant_server)
+    runner = {"cloud": runners.CloudRunner, "official": runners.OfficialRunner,
+              "sdk": runners.SdkRunner}[kind](mutant_server)
     session = runner.open(s.name)
     try:
         mutated = harness.execute(s, session, kind)
@@ -144,7 +147,7 @@ def test_a_renamed_field_in_mockcloud_fails_a_scenario(kind, mutant_server, conf
         runner.close()
     local = conformance.record(s.name, "local")
     normal = conformance.record(s.name, kind)
-    alt = conformance.record(s.name, "cloud") if kind == "official" else None
+    alt = conformance.record(s.name, "cloud") if kind != "cloud" else None
     before = {sr.index: set(errs) for sr, errs in harness.step_problems(normal, local, alt)}
     after = harness.step_problems(mutated, local, alt)
     new = {sr.index: [e for e in errs if e not in before.get(sr.index, set())] for sr, errs in after}

@@ -40,8 +40,10 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def sandbox_list(self, *, org_id=None, project_id=None, name=None, mode=None, status=None,
-                     snapshot_id=None, limit=50, offset=0, sort="created", direction="desc") -> dict:
-        """-> {sandboxes: [SandboxSummary], total} (SandboxSummary keys as GET /cli/sandbox)."""
+                     snapshot_id=None, limit=50, offset=0, sort="created", direction="desc",
+                     include_deleted=False, deleted_only=False, live=False) -> dict:
+        """-> {sandboxes: [SandboxSummary], total} (SandboxSummary keys as GET /cli/sandbox).
+        ``total`` counts every match of all the filters, before paging."""
 
     @abc.abstractmethod
     def sandbox_get(self, sandbox_id: str, *, org_id=None, include_deleted=False) -> dict:

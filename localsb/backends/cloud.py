@@ -345,13 +345,16 @@ class CloudBackend(Backend):
         return result
 
     def sandbox_list(self, *, org_id=None, project_id=None, name=None, mode=None, status=None,
-                     snapshot_id=None, limit=50, offset=0, sort="created", direction="desc") -> dict:
+                     snapshot_id=None, limit=50, offset=0, sort="created", direction="desc",
+                     include_deleted=False, deleted_only=False, live=False) -> dict:
         query = {"name": name, "mode": mode, "projectId": project_id, "orgId": org_id or self.default_org,
                  "status": status, "limit": limit, "offset": offset or None, "sort": sort, "direction": direction}
-        if snapshot_id:
-            # Only the SDK list (Catalyst GET /sandbox) filters by snapshot; its rows are full SandboxInfo.
+        if snapshot_id or include_deleted or deleted_only or live:
+            # Only the SDK list (Catalyst GET /sandbox) has these filters; its rows are full SandboxInfo.
+            extra = {"snapshotId": snapshot_id, "includeDeleted": True if include_deleted else None,
+                     "deletedOnly": True if deleted_only else None, "live": True if live else None}
             data = self._c("GET", "/sandbox", org_id, query={k: v for k, v in query.items() if k != "orgId"}
-                           | {"snapshotId": snapshot_id})["data"]
+                           | extra)["data"]
             return data
         return self._json("GET", self.api_url, "/cli/sandbox", query=query)["data"]
 

@@ -14,7 +14,7 @@ import time
 from localsb.api import errors as E
 from localsb.api.backend import Backend
 from localsb.api.models import new_id, parse_iso
-from localsb.api.status import EXECUTION_TERMINAL, SANDBOX_PAUSED, check_transition, require_live
+from localsb.api.status import EXECUTION_TERMINAL, SANDBOX_LIVE, SANDBOX_PAUSED, check_transition, require_live
 from localsb.api.units import parse_cpu, parse_duration, parse_size
 
 TYPE_CHECKING = False  # annotations only: exec, get, list, ... never load specs.py (dataclasses)
@@ -537,20 +537,21 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
     # Backend: sandboxes --------------------------------------------------------------------------
     def sandbox_list(self, *, org_id=None, project_id=None, name=None, mode=None, status=None,
                      snapshot_id=None, limit=50, offset=0, sort="created", direction="desc",
-                     include_deleted=False) -> dict:
-        where, args = ["status != 'deleted'"], []
-        if org_id:
-            where.append("org_id=?"); args.append(org_id)
-        if project_id:
-            where.append("project_id=?"); args.append(project_id)
-        if name:
-            where.append("name=?"); args.append(name)
-        if mode:
-            where.append("mode=?"); args.append(mode)
-        if status:
-            where.append("status=?"); args.append(status)
-        if snapshot_id:
-            where.append("snapshot_id=?"); args.append(snapshot_id)
+                     include_deleted=False, deleted_only=False, live=False) -> dict:
+        """Every filter is in the query, so ``total`` counts all matches and a page is a page of them
+        (GET /sandbox: ``live``, ``deletedOnly``, ``includeDeleted``, ``snapshotId``)."""
+        where, args = [], []
+        if deleted_only:
+            where.append("status='deleted'")
+        elif not include_deleted:
+            where.append("status != 'deleted'")
+        if live:
+            where.append("status IN (%s)" % ",".join("?" * len(SANDBOX_LIVE)))
+            args.extend(sorted(SANDBOX_LIVE))
+        for column, value in (("org_id", org_id), ("project_id", project_id), ("name", name), ("mode", mode),
+                              ("status", status), ("snapshot_id", snapshot_id)):
+            if value:
+                where.append(f"{column}=?"); args.append(value)
         col = {"name": "name", "created": "created_at", "updated": "updated_at", "status": "status",
                "mode": "mode", "execution_count": "executions"}.get(sort)
         if col is None:
@@ -559,7 +560,7 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
             raise E.ValidationError(f"Invalid direction '{direction}': expected asc or desc")
         limit = _bounded(limit, 1, 100, "limit")
         offset = _bounded(offset, 0, 10 ** 9, "offset")
-        w = " AND ".join(where)
+        w = " AND ".join(where) or "1"
         total = self.store.one(f"SELECT COUNT(*) FROM sandboxes WHERE {w}", *args)[0]
         rows = self.store.all(f"SELECT * FROM sandboxes WHERE {w} ORDER BY {col} {direction}, rowid {direction} "
                               f"LIMIT ? OFFSET ?", *args, limit, offset)

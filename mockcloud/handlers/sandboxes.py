@@ -6,7 +6,7 @@ from aiohttp import web
 from localsb.api.errors import ValidationError
 from localsb.api.models import omit_none
 from localsb.api.specs import CreateSpec
-from localsb.api.status import LIST_FILTER_STATUSES, MODES, SANDBOX_LIVE, SANDBOX_STATUSES
+from localsb.api.status import LIST_FILTER_STATUSES, MODES, SANDBOX_STATUSES
 
 from ..appkeys import ORG_ID, ORG_NAME
 from .. import streams
@@ -89,11 +89,12 @@ async def sandbox_create(request: web.Request) -> web.Response:
 
 async def sandbox_list(request: web.Request) -> web.Response:
     """GET /sandbox (the SDK's list; `snapshot get` uses it with snapshotId): full SandboxInfo
-    rows with ``org`` required."""
+    rows with ``org`` required. Every filter is the engine's query, so ``total`` counts all matches."""
     args = _list_args(request)
-    args["snapshot_id"] = q_str(request, "snapshotId")
-    live = q_bool(request, "live")
-    deleted_only = q_bool(request, "deletedOnly")
+    args.update(snapshot_id=q_str(request, "snapshotId"), live=q_bool(request, "live"),
+                deleted_only=q_bool(request, "deletedOnly"), include_deleted=q_bool(request, "includeDeleted"))
+    if args["deleted_only"] and args["live"]:
+        raise ValidationError("Invalid query: 'live' and 'deletedOnly' cannot both be true")
     eng = engine(request)
     listed = await call(request, eng.sandbox_list, **args)
 
@@ -102,20 +103,13 @@ async def sandbox_list(request: web.Request) -> web.Response:
         for s in listed.get("sandboxes", []):
             sid = s.get("sandboxId") or s.get("id")
             try:
-                info = eng.sandbox_get(sid, org_id=args["org_id"], include_deleted=True)
+                rows.append(eng.sandbox_get(sid, org_id=args["org_id"], include_deleted=True))
             except Exception:  # gone between list and get: leave it out
                 continue
-            if live and info.get("status") not in SANDBOX_LIVE:
-                continue
-            if deleted_only and info.get("status") != "deleted":
-                continue
-            rows.append(info)
         return rows
 
     rows = await call(request, full_rows)
-    rows = [sandbox_info(request, r) for r in rows]
-    total = listed.get("total", len(rows)) if not (live or deleted_only) else len(rows)
-    return ok({"sandboxes": rows, "total": total})
+    return ok({"sandboxes": [sandbox_info(request, r) for r in rows], "total": listed.get("total", len(rows))})
 
 
 async def cli_sandbox_list(request: web.Request) -> web.Response:

@@ -170,9 +170,12 @@ class MemoryEngine(Backend):
             return omit_none({"sandboxId": sandbox_id, "status": status, "exitCode": s["exitCode"]})
 
     def sandbox_list(self, *, org_id=None, project_id=None, name=None, mode=None, status=None, snapshot_id=None,
-                     limit=50, offset=0, sort="created", direction="desc") -> dict:
+                     limit=50, offset=0, sort="created", direction="desc", include_deleted=False,
+                     deleted_only=False, live=False) -> dict:
         with self.lock:
-            rows = [s for s in self.sandboxes.values() if not s["deleted"]
+            rows = [s for s in self.sandboxes.values()
+                    if (s["deleted"] if deleted_only else (include_deleted or not s["deleted"]))
+                    and (not live or (s["status"] in SANDBOX_LIVE and not s["deleted"]))
                     and (org_id is None or s["org"] == org_id)
                     and (name is None or s["spec"].name == name) and (mode is None or s["mode"] == mode)
                     and (status is None or s["status"] == status)

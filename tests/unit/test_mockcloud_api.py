@@ -248,6 +248,26 @@ def test_interactive_lifecycle_and_shapes(server):
     c.err("GET", f"/sandbox/{sid}", status=404)
 
 
+def test_sdk_list_filters_deleted_live_and_pages(server):
+    """GET /sandbox: deletedOnly / includeDeleted / live are filters of the query, total counts them all."""
+    c = server.client
+    sids = [_create(c, {"name": f"n{i}"}) for i in range(5)]
+    for sid in sids[:2]:
+        c.ok("DELETE", f"/sandbox/{sid}")
+    deleted = c.ok("GET", "/sandbox", query={"deletedOnly": "true", "limit": 1})["data"]
+    assert deleted["total"] == 2 and len(deleted["sandboxes"]) == 1
+    assert deleted["sandboxes"][0]["status"] == "deleted" and deleted["sandboxes"][0]["sandboxId"] in sids[:2]
+    assert c.ok("GET", "/sandbox", query={"includeDeleted": "true"})["data"]["total"] == 5
+    live = c.ok("GET", "/sandbox", query={"live": "true", "limit": 2, "offset": 2})["data"]
+    assert live["total"] == 3 and len(live["sandboxes"]) == 1
+    assert c.ok("GET", "/sandbox", query={"name": "n0", "includeDeleted": "true"})["data"]["total"] == 1
+    for query in ({"limit": "0"}, {"limit": "100000"}, {"offset": "-1"}, {"limit": "ten"}, {"live": "maybe"},
+                  {"status": "sleeping"}, {"sort": "size"}, {"direction": "up"},
+                  {"live": "true", "deletedOnly": "true"}):
+        obj = c.err("GET", "/sandbox", status=400, query=query)
+        assert obj["code"] == "INVALID_ARGUMENT", (query, obj)
+
+
 def test_get_wait_for_status_long_polls(server):
     c = server.client
     created = c.ok("POST", "/sandbox", {"command": {"exec": ["sleep", "0.3"], "mode": "oneshot"}}, status=201)
