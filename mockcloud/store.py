@@ -15,6 +15,7 @@ import threading
 
 from localsb.api.errors import StateError, ValidationError
 from localsb.api.models import new_id, now_iso
+from localsb.linux.private import private_dir, private_sqlite
 
 SCHEMA_VERSION = 1
 DB_NAME = "mockcloud.db"
@@ -56,11 +57,15 @@ class Store:
 
     def __init__(self, state_dir: str):
         self.state_dir = os.path.abspath(state_dir)
+        self.path = os.path.join(self.state_dir, DB_NAME)
         try:
-            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+            private_dir(self.state_dir)     # 0700, forced: it holds the stream secret and stdin
         except OSError as e:
             raise StateError(f"Cannot create mockcloud state directory {self.state_dir}: {e.strerror}") from None
-        self.path = os.path.join(self.state_dir, DB_NAME)
+        try:
+            private_sqlite(self.path)       # key hashes and the stream-URL secret: 0600
+        except OSError as e:
+            raise StateError(f"Cannot open {self.path}: {e.strerror or e}") from None
         self._local = threading.local()
         # Keys are never revoked, so a positive lookup can be cached for the life of the process;
         # a miss always goes to the database so that keys created by another process are seen.

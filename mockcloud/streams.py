@@ -25,6 +25,7 @@ from aiohttp import web
 
 from localsb.api.errors import NotFound, ValidationError
 from localsb.api.models import new_id
+from localsb.linux.private import private_opener
 
 from .appkeys import STATE_DIR, STORE
 from .handlers import bare, engine, json_body, ok, org, read_limited
@@ -140,9 +141,9 @@ async def stdin_create(request: web.Request) -> web.Response:
         raise ValidationError("Invalid field 'name': wrong type")
     d = _stdin_dir(request)
     sid = new_id("stream", 20)
-    with open(os.path.join(d, sid), "wb"):
+    with open(os.path.join(d, sid), "wb", opener=private_opener):
         pass
-    with open(_stdin_owner_path(d, sid), "w") as fh:
+    with open(_stdin_owner_path(d, sid), "w", opener=private_opener) as fh:
         fh.write(org(request))
     return bare({"id": sid}, status=201)
 
@@ -167,9 +168,9 @@ async def stdin_put(request: web.Request) -> web.Response:
     path = _owned_stdin(request, sid)
     if os.path.exists(path + ".done"):
         raise ValidationError(f"Stream {sid} is already complete")
-    with open(path, "wb") as fh:
+    with open(path, "wb", opener=private_opener) as fh:     # a command's stdin: 0600
         n = await read_limited(request, fh, STDIN_LIMIT)
-    with open(path + ".done", "w"):
+    with open(path + ".done", "w", opener=private_opener):
         pass
     return ok({"id": sid, "bytes": n})
 

@@ -12,6 +12,7 @@ import time
 
 from localsb.api import errors as E
 from localsb.api.models import new_id, validate_snapshot_name, validate_tag
+from localsb.linux.private import private_opener
 
 from . import render, runtimes
 from .store import dumps, loads
@@ -57,7 +58,7 @@ class BuildsMixin:
         self._building_row(snapshot_id, org_id)
         path = self._upload_path(snapshot_id)
         n = 0
-        with open(path + ".part", "wb") as fh:
+        with open(path + ".part", "wb", opener=private_opener) as fh:    # the user's files
             while True:
                 chunk = src.read(1 << 20)
                 if not chunk:

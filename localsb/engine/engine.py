@@ -16,6 +16,7 @@ from localsb.api.backend import Backend
 from localsb.api.models import new_id, parse_iso
 from localsb.api.status import EXECUTION_TERMINAL, SANDBOX_LIVE, SANDBOX_PAUSED, check_transition, require_live
 from localsb.api.units import parse_cpu, parse_duration, parse_size
+from localsb.linux.private import private_dir
 
 TYPE_CHECKING = False  # annotations only: exec, get, list, ... never load specs.py (dataclasses)
 if TYPE_CHECKING:
@@ -60,8 +61,8 @@ class Engine(CheckpointsMixin, SnapshotsMixin, BuildsMixin, JobsMixin, FsMixin, 
 
     def __init__(self, state_dir: str | None = None, clock: Clock | None = None, repair: bool = True):
         self.state_dir = os.path.abspath(state_dir or default_state_dir())
-        for sub in ("", "run", "out", "logs"):
-            os.makedirs(os.path.join(self.state_dir, sub), exist_ok=True)
+        for sub in ("", "run", "out", "logs"):     # 0700: other users' reach ends here
+            private_dir(os.path.join(self.state_dir, sub))
         self.store = Store(os.path.join(self.state_dir, "state.db"))
         self.clock = clock or Clock()
         import hashlib

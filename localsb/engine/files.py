@@ -18,7 +18,8 @@ the same archive just created; then the staged tree is renamed into place. An un
 archive) fails the whole upload with a ValidationError naming it, and the staging directory is
 removed: nothing is left behind. Device nodes, fifos and sockets in an archive are skipped
 without error (listed in the result); setuid/setgid bits are stripped; ownership in the archive
-is ignored (everything belongs to the sandbox's root user).
+is ignored (everything belongs to the sandbox's root user). ``fs_extract_local`` runs the same
+extractor on the host for ``fs cp -r`` downloads, into a temporary name renamed into place.
 """
 from __future__ import annotations
 
@@ -1180,6 +1181,54 @@ def _sniff(src) -> tuple[bytes, object]:
     return head, io.BufferedReader(_Prefixed(head, src), CHUNK)
 
 
+def _open_archive(src, fmt: str, what: str):
+    """Sniff ``src``: -> (kind, stream that still starts at the first byte, start offset of a
+    seekable ``src`` or None). ``fmt`` '' accepts any kind; a mismatch is a ValidationError."""
+    want = _normalize_format(fmt, allow_empty=True)
+    start = _seekable_pos(src)
+    head, stream = _sniff(src)
+    if not head:
+        raise ValidationError(f"Invalid archive: empty {what}")
+    kind = detect_format(head)
+    if want and want != kind and not (want == "tar.gz" and kind == "tar"):
+        raise ValidationError(f"Invalid archive: the content is {kind}, not {want}")
+    return kind, stream, start
+
+
+def _extract_archive(rfs: RootedFS, target: str, src, opened, spool_dir: str | None) -> dict:
+    """Extract an archive (from _open_archive) into ``target`` of ``rfs`` with the _Extractor:
+    all or nothing."""
+    kind, stream, start = opened
+    spool = None
+    try:
+        if kind == "zip" and start is not None:
+            src.seek(start)
+            zsrc = src
+        elif kind == "zip":
+            zsrc = spool = tempfile.TemporaryFile(dir=spool_dir)
+            while True:
+                data = stream.read(CHUNK)
+                if not data:
+                    break
+                spool.write(data)
+            spool.seek(0)
+        ex = _Extractor(rfs, target)
+        try:
+            if kind == "zip":
+                _extract_zip(ex, zsrc)
+            elif kind == "tar.gz":
+                _extract_tar(ex, io.BufferedReader(_GunzipReader(stream), CHUNK))
+            else:
+                _extract_tar(ex, stream)
+            return ex.finish()
+        except BaseException:
+            ex.abort()
+            raise
+    finally:
+        if spool is not None:
+            spool.close()
+
+
 def fs_upload(root, path, fmt: str, src: BinaryIO, *, spool_dir: str | None = None) -> dict:
     """Extract the archive read from ``src`` (tar.gz or zip; ``fmt`` '' = detect from its first
     bytes) into directory ``path``, created like ``mkdir -p`` when missing.
@@ -1189,45 +1238,79 @@ def fs_upload(root, path, fmt: str, src: BinaryIO, *, spool_dir: str | None = No
     ``spool_dir`` first (zip's directory is at its end). Returns {'filesWritten', 'bytesWritten',
     'skipped': [entries not extracted: devices, fifos, sockets]}.
     """
-    want = _normalize_format(fmt, allow_empty=True)
-    start = _seekable_pos(src)
-    head, stream = _sniff(src)
-    if not head:
-        raise ValidationError("Invalid archive: empty upload")
-    kind = detect_format(head)
-    if want and want != kind and not (want == "tar.gz" and kind == "tar"):
-        raise ValidationError(f"Invalid archive: the content is {kind}, not {want}")
+    opened = _open_archive(src, fmt, "upload")
     with _rooted(root) as rfs:
-        target = rfs.resolve(path)
-        spool = None
-        try:
-            if kind == "zip" and start is not None:
-                src.seek(start)
-                zsrc = src
-            elif kind == "zip":
-                zsrc = spool = tempfile.TemporaryFile(dir=spool_dir)
-                while True:
-                    data = stream.read(CHUNK)
-                    if not data:
-                        break
-                    spool.write(data)
-                spool.seek(0)
-            ex = _Extractor(rfs, target)
-            try:
-                if kind == "zip":
-                    _extract_zip(ex, zsrc)
-                elif kind == "tar.gz":
-                    _extract_tar(ex, io.BufferedReader(_GunzipReader(stream), CHUNK))
-                else:
-                    _extract_tar(ex, stream)
-                return ex.finish()
-            except BaseException:
-                ex.abort()
-                raise
-        finally:
-            if spool is not None:
-                spool.close()
+        return _extract_archive(rfs, rfs.resolve(path), src, opened, spool_dir)
 
+
+def fs_extract_local(src: BinaryIO, local_path: str, fmt: str = "", *,
+                     spool_dir: str | None = None) -> dict:
+    """Extract a downloaded archive (tar.gz, tar or zip) into the local directory ``local_path``
+    with the upload extractor, on the host's own filesystem, so the host is as safe as a sandbox
+    is from an upload: nothing is written outside the destination (an absolute or '..' entry, an
+    entry through a symlink, a hard link to anything but an earlier file of the archive fail the
+    whole extraction with a ValidationError naming it); symlinks, absolute ones too, arrive as
+    links and are never followed; devices, fifos and sockets are skipped; setuid/setgid bits are
+    stripped; everything belongs to the caller. (tarfile's 'data' filter is not relied on: it
+    refuses absolute symlinks outright, and has had bypasses on the Python 3.11 this runs on.)
+
+    A destination that does not exist is built under a temporary name beside it and renamed into
+    place when complete, its missing parents made like ``mkdir -p``: a failure leaves nothing
+    under its name (nor the parents this call made). Into an existing directory the staged tree is
+    merged only once complete, as an upload. -> {'filesWritten', 'bytesWritten', 'skipped'}
+    """
+    opened = _open_archive(src, fmt, "download")
+    dest = os.path.abspath(local_path)
+    parent, name = os.path.split(dest)
+    tmp_name = f".{name}.localsb-{secrets.token_hex(6)}"
+    tmp = os.path.join(parent, tmp_name)
+    try:
+        with _local_fs() as lfs:
+            try:
+                st = os.stat(dest)      # the user's own symlink to a directory is followed, as cp does
+            except FileNotFoundError:
+                st = None
+            except OSError as exc:
+                raise fs_error(exc, dest) from None
+            if st is not None:
+                if not st_.S_ISDIR(st.st_mode):
+                    raise ValidationError(f"Not a directory: {dest}", path=dest)
+                return _extract_archive(lfs, dest, src, opened, spool_dir)
+            made = lfs.mkdir(parent, parents=True)
+            try:
+                res = _extract_archive(lfs, tmp, src, opened, spool_dir)
+                try:
+                    os.rename(tmp, dest)
+                except OSError as exc:
+                    raise fs_error(exc, dest) from None
+                return res
+            except BaseException:
+                _remove_local_tree(lfs, parent, tmp_name)
+                for d in reversed(made):
+                    try:
+                        lfs.rmdir(d)
+                    except LocalsbError:
+                        break
+                raise
+    except LocalsbError as exc:     # errors name the destination, and the disk is this machine's
+        exc.message = exc.message.replace(tmp, dest).replace("on the sandbox disk", "on the local disk")
+        raise
+
+
+def _remove_local_tree(lfs: RootedFS, parent: str, name: str) -> None:
+    """Remove directory ``name`` of ``parent`` and its contents (symlinks removed, never
+    followed); absent is fine, and a failure to clean up never hides the error being raised."""
+    try:
+        pfd = lfs.open_dir(parent)
+    except LocalsbError:
+        return
+    try:
+        rmtree_contents_at(pfd, name, os.path.join(parent, name))
+        os.rmdir(name, dir_fd=pfd)
+    except (LocalsbError, OSError):
+        pass
+    finally:
+        os.close(pfd)
 
 
 # -- direct tree copies (the local backend's cp -r, no archive in between) ----------------------

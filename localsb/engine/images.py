@@ -24,6 +24,7 @@ import sys
 import time
 
 from localsb.api.errors import BuildFailed, RuntimeNotFound
+from localsb.linux.private import private_opener
 
 from . import runtimes
 
@@ -167,7 +168,8 @@ class _Build:
         self.root = os.path.join(self.tmp, "root")
         log_dir = log_dir or os.path.join(os.path.dirname(pool.root), "logs")
         os.makedirs(log_dir, exist_ok=True)
-        self.log = open(os.path.join(log_dir, f"build-{os.path.basename(path)}.log"), "w")
+        self.log = open(os.path.join(log_dir, f"build-{os.path.basename(path)}.log"), "w",
+                        opener=private_opener)
         self.t0 = time.monotonic()
 
     def step(self, what: str) -> None:

@@ -1,7 +1,8 @@
 """Execution and job output: pumped from pipes to the client's fds and to durable files.
 
-Files live in ``<state>/out/<id>.stdout|.stderr``; ``<id>.done`` marks that the producer has
-finished (readers such as mockcloud's stream endpoints tail until it appears). Past
+Files live in ``<state>/out/<id>.stdout|.stderr``, 0600 (output holds what commands print,
+secrets included); ``<id>.done`` marks that the producer has finished (readers such as mockcloud's
+stream endpoints tail until it appears). Past
 OUTPUT_LIMIT bytes per stream the file stops growing and the record says ``outputTruncated``;
 the client still receives everything.
 """
@@ -11,6 +12,8 @@ import errno
 import os
 import selectors
 import time
+
+from localsb.linux.private import open_private, private_opener
 
 OUTPUT_LIMIT = 16 * 1024 * 1024
 CHUNK = 65536
@@ -29,7 +32,7 @@ def _ts() -> bytes:
 class _Stream:
     def __init__(self, rfd, file_path, dest_fd, timestamps):
         self.rfd = rfd
-        self.file = open(file_path, "ab", buffering=0) if file_path else None
+        self.file = open(file_path, "ab", buffering=0, opener=private_opener) if file_path else None
         self.dest = dest_fd
         self.timestamps = timestamps
         self.at_line_start = True
@@ -126,8 +129,11 @@ def pump(pipes, deadline_cb=None, done_cb=None, grace: float = 0.2) -> dict:
 
 
 def mark_done(done_path: str) -> None:
-    with open(done_path, "w") as fh:
-        fh.write("1")
+    fd = open_private(done_path, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, b"1")
+    finally:
+        os.close(fd)
 
 
 def read_output(path: str) -> bytes:

@@ -13,6 +13,7 @@ import time
 import weakref
 
 from localsb.api.errors import StateError
+from localsb.linux.private import private_sqlite
 
 SCHEMA_VERSION = 2
 
@@ -92,6 +93,10 @@ class Store:
         self._local = threading.local()
         self._conns: list = []
         self._lock = threading.Lock()
+        try:
+            private_sqlite(path)    # every sandbox's env and commands: 0600
+        except OSError as e:
+            raise StateError(f"Cannot open state database {path}: {e.strerror or e}") from None
         self._migrate()
         _OPEN.add(self)
 

@@ -149,13 +149,13 @@ def mount_root(volume: str, userns_fd: int | None) -> None:
 
     try:
         lowers = ":".join(clone(src) for src in layers["root"])
-        sc.mount("overlay", root, "overlay", sc.MS_NODEV,
+        sc.mount("overlay", root, "overlay", sc.MS_NODEV | sc.MS_NOSUID,
                  f"lowerdir={lowers},upperdir={path_fd(os.path.join(volume, 'upper'))},"
                  f"workdir={path_fd(os.path.join(volume, 'work'))}")
         try:
             if layers.get("usr"):
                 lowers = ":".join(clone(src) for src in layers["usr"])
-                sc.mount("overlay", os.path.join(root, "usr"), "overlay", sc.MS_NODEV,
+                sc.mount("overlay", os.path.join(root, "usr"), "overlay", sc.MS_NODEV | sc.MS_NOSUID,
                          f"lowerdir={lowers},upperdir={path_fd(os.path.join(volume, 'usr.upper'))},"
                          f"workdir={path_fd(os.path.join(volume, 'usr.work'))}")
         except BaseException:

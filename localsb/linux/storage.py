@@ -2,14 +2,20 @@
 the overlay driver) are created, snapshotted read-only or writable, and deleted.
 
 Pool provisioning (`open_pool`):
-- state dir on btrfs: `<state_dir>/pool` is a subvolume of that filesystem;
-- else, btrfs available: a sparse image `<state_dir>/pool.img`, mkfs.btrfs'ed once and mounted
-  with `mount -o loop,noatime` (autoclear loop device: the kernel frees it on umount) at
-  `<state_dir>/pool`;
+- state dir on btrfs: `<state_dir>/pool` is a subvolume of that filesystem (bind-mounted onto
+  itself when the filesystem is not already mounted nosuid,nodev);
+- else, btrfs available: a sparse image `<state_dir>/pool.img` (0600), mkfs.btrfs'ed once and
+  mounted with `mount -o loop,noatime,nosuid,nodev` (autoclear loop device: the kernel frees it
+  on umount) at `<state_dir>/pool`;
 - else, or LOCALSB_STORAGE=overlay: plain directories under `<state_dir>/pool`, marked by the
   file `<state_dir>/pool.overlay` (which holds the reason).
 
 A state dir keeps the driver it was provisioned with: switching would hide or mix volumes.
+
+The state dir is 0700 (localsb.linux.private) and a btrfs pool is always mounted nosuid,nodev:
+the pool holds whatever sandboxes wrote, setuid-root binaries and device nodes included, and
+nothing there may ever run with privilege or open a device on the host. A pool that an older
+version mounted without them is remounted with them when opened.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from localsb.api.errors import (AlreadyExists, HostError, LimitNotEnforceable, N
                                 ValidationError)
 
 from . import btrfs, loop, overlay
+from .private import private_dir, private_opener, make_private
 
 POOL_DIR = "pool"
 POOL_IMAGE = "pool.img"
@@ -32,6 +39,8 @@ OVERLAY_MARK = "pool.overlay"
 DEFAULT_POOL_SIZE = "64G"
 MIN_POOL_BYTES = 256 * 1024 * 1024      # mkfs.btrfs needs ~114 MiB; less is useless anyway
 RO_MARKS = ".localsb-ro"                # overlay driver: <root>/.localsb-ro/<encoded volume path>
+MOUNT_OPTIONS = "loop,noatime,nosuid,nodev"
+_ST_HARDENED = os.ST_NOSUID | os.ST_NODEV
 
 
 class StorageDriver:
@@ -307,11 +316,11 @@ def open_pool(state_dir: str) -> StorageDriver:
     """
     mode = _mode()
     sd, pool, image, mark = _paths(state_dir)
-    if mode != "overlay" and _btrfs_pool_ready(sd, pool):
+    if mode != "overlay" and _btrfs_pool_ready(sd, pool) and _hardened(pool):
         return BtrfsDriver(pool, image if os.path.exists(image) else None)
     if mode != "btrfs" and os.path.exists(mark):
         return OverlayDriver(pool, _read_reason(mark))
-    os.makedirs(sd, exist_ok=True)
+    private_dir(sd)
     with _locked(sd):
         return _provision(sd, pool, image, mark, mode)
 
@@ -326,10 +335,11 @@ def _read_reason(mark: str) -> str:
 
 def _provision(sd: str, pool: str, image: str, mark: str, mode: str) -> StorageDriver:
     has_image = os.path.exists(image)
-    if _btrfs_pool_ready(sd, pool):      # made by a concurrent caller while we waited
+    if _btrfs_pool_ready(sd, pool):      # made by a concurrent caller, or by an older version
         if mode == "overlay":
             raise StateError(f"state directory {sd} uses btrfs storage; unset LOCALSB_STORAGE=overlay "
                              "or use another LOCALSB_HOME")
+        _harden(pool, image if has_image else None)
         return BtrfsDriver(pool, image if has_image else None)
     if os.path.exists(mark):
         if mode == "btrfs":
@@ -344,6 +354,7 @@ def _provision(sd: str, pool: str, image: str, mark: str, mode: str) -> StorageD
     if btrfs.is_btrfs(sd):
         if not os.path.lexists(pool):
             btrfs.create_subvolume(pool)
+        _harden(pool, None)
         return BtrfsDriver(pool)
     ok, reason = btrfs.available()
     if not ok:
@@ -372,18 +383,49 @@ def _pool_size() -> int:
     return size
 
 
+def _hardened(pool: str) -> bool:
+    """statvfs(2): whether the mount holding ``pool`` has nosuid and nodev (one cheap call, made
+    on every open)."""
+    return os.statvfs(pool).f_flag & _ST_HARDENED == _ST_HARDENED
+
+
+def _harden(pool: str, image: str | None) -> None:
+    """Make the mount holding the pool nosuid,nodev: `mount -o remount,bind,nosuid,nodev` of the
+    pool's own mount (MS_REMOUNT|MS_BIND: that mount's flags only; the filesystem and the other
+    mounts of it are untouched), after bind-mounting a pool subvolume onto itself when the pool
+    is no mount of its own (a state dir on a btrfs filesystem mounted without them). Keeps the
+    mount's other flags (ro, noexec; atime flags are kept by the kernel on a remount)."""
+    if image is not None:
+        make_private(image)
+    if _hardened(pool):
+        return
+    from . import syscalls as sc
+    real = os.path.realpath(pool)
+    try:
+        if _mount_entry(real) is None:
+            sc.mount(real, real, None, sc.MS_BIND)
+        keep = os.statvfs(real).f_flag & (os.ST_RDONLY | os.ST_NOEXEC)
+        sc.mount(None, real, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_NOSUID | sc.MS_NODEV | keep)
+    except OSError as e:
+        raise HostError(f"cannot mount the storage pool {pool} nosuid,nodev: {e.strerror}") from e
+    if not _hardened(pool):
+        raise HostError(f"the storage pool {pool} is still mounted without nosuid,nodev")
+
+
 def _mount_image(sd: str, pool: str, image: str) -> None:
-    """Make (once) a sparse btrfs image and `mount -t btrfs -o loop,noatime` it at pool.
+    """Make (once) a sparse btrfs image (0600) and `mount -t btrfs -o loop,noatime,nosuid,nodev`
+    it at pool.
 
     A new image is built under a temporary name and renamed, so pool.img always holds a
     filesystem. Whatever this call made is removed again if the mount fails.
     """
     made_image = made_pool = False
+    make_private(image)     # made by an older version with the umask's mode
     if not os.path.exists(image):
         size = _pool_size()
         tmp = f"{image}.tmp-{os.getpid()}"
         try:
-            with open(tmp, "wb") as f:
+            with open(tmp, "wb", opener=private_opener) as f:   # every sandbox's files: 0600
                 f.truncate(size)        # sparse: a few MB on disk after mkfs
             btrfs.mkfs(tmp)
             os.rename(tmp, image)
@@ -402,7 +444,7 @@ def _mount_image(sd: str, pool: str, image: str) -> None:
                                 f"pool image {image}; unmount it first") from None
             if os.listdir(pool):
                 raise HostError(f"{pool} is not empty; refusing to mount the pool image over it") from None
-        p = subprocess.run(["mount", "-t", "btrfs", "-o", "loop,noatime", image, pool],
+        p = subprocess.run(["mount", "-t", "btrfs", "-o", MOUNT_OPTIONS, image, pool],
                            stdin=subprocess.DEVNULL, capture_output=True, text=True)
         if p.returncode != 0:
             raise HostError(f"cannot mount the storage pool {image} at {pool}: "
@@ -419,27 +461,55 @@ def _mount_image(sd: str, pool: str, image: str) -> None:
         raise
 
 
-def _mount_entry(mountpoint: str):
+def _mount_entry(mountpoint: str, with_parent: bool = False):
     from .cgroups.discover import read_mountinfo
     found = None
-    for m in read_mountinfo():
+    entries = read_mountinfo()
+    for m in entries:
         if m.mountpoint == mountpoint:
             found = m       # the last one is the visible one
-    return found
+    if not with_parent:
+        return found
+    parent = None if found is None else next(
+        (m for m in entries if m.mount_id == found.parent_id), None)
+    return found, parent
+
+
+def _unbind(pool: str, force: bool) -> None:
+    """umount2(2) the bind mount of a pool subvolume onto itself (see _harden): a mount at the
+    pool whose parent mount is the same filesystem. Anything else mounted there is left alone."""
+    real = os.path.realpath(pool)
+    entry, parent = _mount_entry(real, with_parent=True)
+    if entry is None or parent is None or entry.fstype != "btrfs" or entry.dev != parent.dev:
+        return
+    try:
+        overlay.umount(real)
+    except HostError as e:
+        if e.details.get("errno") != errno.EBUSY:
+            raise
+        if not force:
+            raise HostError(f"the storage pool {pool} is busy (a sandbox or a shell still "
+                            "uses it); stop its sandboxes first, or close it with force") from None
+        overlay.umount(real, lazy=True)
 
 
 def close_pool(state_dir: str, force: bool = False) -> None:
     """Unmount the pool (and so free its loop device); only what this state_dir made.
 
     umount2(2) of <state_dir>/pool when it is the loop mount of <state_dir>/pool.img; then wait
-    for the autoclear loop device to go and detach it (LOOP_CLR_FD) if it stays. A busy pool
+    for the autoclear loop device to go and detach it (LOOP_CLR_FD) if it stays. A pool
+    subvolume bound onto itself (a btrfs state dir, see _harden) is unmounted. A busy pool
     is an error unless force=True, which detaches lazily (MNT_DETACH): the mount and its loop
     device then go when their last user does. Deletes nothing; idempotent.
     """
     sd, pool, image, _ = _paths(state_dir)
     if not os.path.exists(image):
-        return      # overlay pool or a pool subvolume on a btrfs state dir: nothing mounted
-    os.makedirs(sd, exist_ok=True)
+        # overlay pool (nothing mounted) or a pool subvolume on a btrfs state dir (maybe bound)
+        if os.path.ismount(pool):
+            with _locked(sd):
+                _unbind(pool, force)
+        return
+    private_dir(sd)
     with _locked(sd):
         real_pool = os.path.realpath(pool)
         entry = _mount_entry(real_pool)

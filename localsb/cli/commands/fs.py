@@ -361,23 +361,29 @@ def _download_file(ctx, sandbox_id: str, remote: str, local: str) -> dict:
 
 def _download_dir(ctx, sandbox_id: str, remote: str, local: str) -> dict:
     import os
-    import tarfile
     import tempfile
 
+    from localsb.api.errors import LocalsbError, ValidationError
+    from localsb.engine.files import fs_extract_local
+
+    from ..errors import LocalFileError
+
     target = os.path.abspath(local)
+    if os.path.lexists(target) and not os.path.isdir(target):
+        raise LocalFileError(f"Not a directory: {target}")
     with tempfile.TemporaryFile() as tmp:
+        # The whole archive first: a download that fails half-way touches nothing local.
         ctx.backend.fs_download(sandbox_id, remote or ".", "tar.gz", tmp, org_id=ctx.org_id)
         tmp.seek(0)
-        os.makedirs(target, exist_ok=True)
-        files = total = 0
-        with tarfile.open(fileobj=tmp, mode="r:*") as tar:
-            members = tar.getmembers()
-            for m in members:
-                if m.isfile():
-                    files += 1
-                    total += m.size
-            # The 'data' filter refuses absolute paths, '..', devices and links leaving the target.
-            tar.extractall(target, members=members, filter="data")
+        # The upload extractor, on this machine: nothing leaves the target, symlinks arrive as
+        # links (never followed), a new target appears complete or not at all.
+        try:
+            res = fs_extract_local(tmp, target, "tar.gz")
+        except ValidationError:
+            raise
+        except LocalsbError as e:
+            raise LocalFileError(f"Cannot copy {sandbox_id}:{remote} to {target}: {e.message}") from None
+    files, total = res["filesWritten"], res["bytesWritten"]
     if not ctx.out.json_mode:
         ctx.out.success(f"Copied {sandbox_id}:{remote} → {target} ({files} files, {total} bytes)")
     return {"source": f"{sandbox_id}:{remote}", "destination": target, "bytesTransferred": total,
