@@ -584,8 +584,10 @@ class RootedFS:
                 try:
                     st = ent.stat(follow_symlinks=False)
                     target = os.readlink(ent.name, dir_fd=fd) if st_.S_ISLNK(st.st_mode) else None
-                except FileNotFoundError:
-                    continue    # removed while we listed
+                except (FileNotFoundError, OSError) as exc:
+                    if isinstance(exc, FileNotFoundError) or exc.errno == errno.EINVAL:
+                        continue    # removed, or swapped from a link to a file, while we listed
+                    raise
                 out.append(file_info(ent.name, st, target))
         finally:
             os.close(fd)

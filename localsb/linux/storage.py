@@ -77,32 +77,40 @@ class StorageDriver:
     def usage(self, path: str) -> dict:
         """{'bytes': int, 'files': int} of the tree under path (walk; for snapshot sizeBytes/fileCount).
 
-        os.scandir without following symlinks or entering other mounts (a live sandbox's /usr
-        overlay); counts regular files and sums their st_size."""
+        The tree may be a live sandbox's: each directory is opened below a descriptor of ``path``
+        with openat2(RESOLVE_BENEATH|NO_SYMLINKS|NO_XDEV), so a directory swapped for a symlink
+        while we walk is skipped, never followed onto the host, and other mounts (a live
+        sandbox's /usr overlay) are not entered; counts regular files and sums their st_size."""
+        from .rootfs_access import open_beneath
         total = 0
         count = 0
         try:
-            dev = os.stat(path).st_dev
-        except FileNotFoundError:
+            top = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
             return {"bytes": 0, "files": 0}
-        stack = [path]
-        while stack:
-            d = stack.pop()
-            try:
-                it = os.scandir(d)
-            except (FileNotFoundError, NotADirectoryError, PermissionError):
-                continue
-            with it:
-                for e in it:
-                    try:
-                        if e.is_dir(follow_symlinks=False):
-                            if e.stat(follow_symlinks=False).st_dev == dev:
-                                stack.append(e.path)
-                        elif e.is_file(follow_symlinks=False):
-                            total += e.stat(follow_symlinks=False).st_size
-                            count += 1
-                    except FileNotFoundError:
-                        continue
+        try:
+            stack = [""]
+            while stack:
+                rel = stack.pop()
+                try:
+                    fd = os.dup(top) if not rel else open_beneath(top, rel, os.O_RDONLY | os.O_DIRECTORY)
+                except OSError:
+                    continue     # gone, swapped for a link, or another mount
+                try:
+                    with os.scandir(fd) as it:
+                        for e in it:
+                            try:
+                                if e.is_dir(follow_symlinks=False):
+                                    stack.append(f"{rel}/{e.name}" if rel else e.name)
+                                elif e.is_file(follow_symlinks=False):
+                                    total += e.stat(follow_symlinks=False).st_size
+                                    count += 1
+                            except FileNotFoundError:
+                                continue
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(top)
         return {"bytes": total, "files": count}
 
     def is_volume(self, path: str) -> bool: ...
