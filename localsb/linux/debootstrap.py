@@ -37,6 +37,11 @@ REACH_TIMEOUT = 5.0
 # Mounts inside the target, made in the private mount namespace only: /proc, the device nodes
 # apt and dpkg need (bound from the host, whether or not the target has real nodes), and the
 # host's resolv.conf over the target's own (the image keeps a loopback-only one).
+# The pool is mounted nosuid,nodev (nothing a sandbox writes may act on the host); an image build
+# in its private mount namespace binds its target over itself with dev,suid,exec, which debootstrap
+# and dpkg need (debootstrap refuses a nodev target).
+_DEV_BIND_SH = 'mount --bind "$1" "$1" && mount -o remount,bind,dev,suid,exec "$1" && shift && exec "$@"'
+
 _CHROOT_SH = r'''
 set -e
 T=$1; shift
@@ -155,11 +160,14 @@ def _tail(log) -> str:
 
 
 def run_isolated(argv: list, log, *, input: bytes | None = None, capture: bool = False,
-                 what: str = "build step", env: dict | None = None) -> str:
+                 what: str = "build step", env: dict | None = None, target: str | None = None) -> str:
     """unshare(2) a private mount and PID namespace (host netns kept) and run argv there, its output
-    appended to ``log`` (stdout returned instead when ``capture``). BuildFailed on failure."""
+    appended to ``log`` (stdout returned instead when ``capture``). BuildFailed on failure. With
+    ``target``, that directory is bound over itself with dev,suid,exec in the private namespace."""
     if shutil.which("unshare") is None:
         raise HostError("unshare(1) is missing: apt-get install -y util-linux")
+    if target is not None:
+        argv = ["sh", "-c", _DEV_BIND_SH, "localsb-devbind", target] + list(argv)
     cmd = ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private", "--"] + argv
     if log is not None:
         log.write(f"\n$ {' '.join(argv)}\n")
@@ -181,7 +189,7 @@ def chroot_run(target: str, argv: list, log, *, capture: bool = False, what: str
     namespaces, host netns, `env -i`) and run argv."""
     _ensure_resolv_file(target)
     return run_isolated(["sh", "-c", _CHROOT_SH, "localsb-chroot", target] + list(argv), log,
-                        capture=capture, what=what)
+                        capture=capture, what=what, target=target)
 
 
 def _ensure_resolv_file(target: str) -> None:
@@ -213,7 +221,7 @@ def debootstrap(target: str, suite: str, mirror: str, log, *, include: tuple = (
         argv.append("--include=" + ",".join(include))
     if os.path.exists(KEYRING):
         argv.append("--keyring=" + KEYRING)
-    run_isolated(argv + [suite, target, mirror], log, what=f"debootstrap {suite} (download)")
+    run_isolated(argv + [suite, target, mirror], log, what=f"debootstrap {suite} (download)", target=target)
     cfg = os.path.join(target, "etc/dpkg/dpkg.cfg.d")
     os.makedirs(cfg, exist_ok=True)
     with open(os.path.join(cfg, "localsb-unsafe-io"), "w") as fh:
