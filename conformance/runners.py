@@ -156,7 +156,7 @@ class Runner:
         """A directory for compile caches shared by the runner's commands (bun's transpiler cache,
         Python's bytecode): each command is a fresh process, and a cold cache costs ~0.3 s."""
         if self._cache is None:
-            self._cache = tempfile.mkdtemp(prefix=f"lsbtest-conf-cache-{self.name}-", dir="/tmp")
+            self._cache = suite_dir(f"lsbtest-conf-cache-{self.name}-")
         return self._cache
 
     def close_cache(self) -> None:
@@ -185,7 +185,7 @@ class Runner:
 
     def _workdir(self, scenario: str) -> str:
         # No agentuity.json here: the official CLI would otherwise pick the project up (§1.7).
-        return tempfile.mkdtemp(prefix=f"lsbtest-conf-{self.name}-{scenario[:20]}-", dir="/tmp")
+        return suite_dir(f"lsbtest-conf-{self.name}-{scenario[:20]}-")
 
 
 class LocalRunner(Runner):
@@ -205,7 +205,7 @@ class LocalRunner(Runner):
         if shared and self.shared_state:
             state = self.shared_state
         else:
-            state = tempfile.mkdtemp(prefix="lsbtest-conf-engine-", dir="/tmp")
+            state = suite_dir("lsbtest-conf-engine-")
             self.state_dirs.append(state)
         env = _base_env(os.path.join(work, ".home"))
         os.makedirs(env["HOME"])
@@ -458,7 +458,7 @@ class Mockcloud:
     engine state inside it), and organization keys made on demand, one per (runner, scenario)."""
 
     def __init__(self, state_dir: str | None = None):
-        self.state_dir = state_dir or tempfile.mkdtemp(prefix="lsbtest-conf-mockcloud-", dir="/tmp")
+        self.state_dir = state_dir or suite_dir("lsbtest-conf-mockcloud-")
         self.engine_state = os.path.join(self.state_dir, "engine")
         self._keys: dict[str, dict] = {}
         self.proc = None
@@ -549,12 +549,27 @@ def _close_pool(state_dir: str, patience: float = 15.0) -> None:
             time.sleep(0.5)
 
 
+SUITE_DIRS: list = []    # the directories this run of the suite made (other runs may share the machine)
+
+
+def suite_dir(prefix: str) -> str:
+    """A new directory /tmp/<prefix>XXXX, recorded as this run's (leaked_resources looks only there)."""
+    d = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    SUITE_DIRS.append(d)
+    return d
+
+
+def _ours(text: str) -> bool:
+    return any(d + "/" in text + "/" for d in SUITE_DIRS)
+
+
 def leaked_resources() -> dict:
-    """Mounts and loop devices of the suite's own directories (lsbtest-conf-*) still present."""
+    """Mounts and loop devices of this run's own directories still present (another run of the
+    suite on the same machine has its own, which are not our leaks)."""
     with open("/proc/self/mountinfo") as fh:
-        mounts = sorted({line.split()[4] for line in fh if "/lsbtest-conf-" in line.split()[4]})
+        mounts = sorted({line.split()[4] for line in fh if _ours(line.split()[4])})
     out = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
-    loops = sorted(line.split(":")[0] for line in out.splitlines() if "/lsbtest-conf-" in line)
+    loops = sorted(line.split(":")[0] for line in out.splitlines() if _ours(line.split("(", 1)[-1].rstrip(")")))
     return {k: v for k, v in (("mounts", mounts), ("loop devices", loops)) if v}
 
 
