@@ -106,6 +106,12 @@ class Session:
     def _result(self, argv, rc, out: bytes, err: bytes, elapsed: float) -> Result:
         want = json_mode(argv)
         so, se = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+        if isinstance(self.runner, OfficialRunner):
+            # Two official CLI processes sharing a HOME (a background exec and the next step) race
+            # on the CLI's own log directory, and the loser prints this on stdout: the CLI's noise,
+            # not the sandbox's output.
+            so = "".join(line for line in so.splitlines(keepends=True)
+                         if not line.startswith("Failed to write log entry: "))
         for sid in re.findall(r"\bsbx_[a-z0-9]{6,}\b", so + se):
             if sid not in self.sandboxes:
                 self.sandboxes.append(sid)
