@@ -106,6 +106,28 @@ async def error_middleware(request: web.Request, handler):
         return error_response(500, "Internal server error", "INTERNAL_ERROR")
 
 
+class _BadRequestLog(logging.Filter):
+    """aiohttp answers a request it cannot parse (a header over 8190 bytes, a malformed request
+    line) with 400 by itself and logs the parser's exception with its traceback: that is the
+    client's mistake, not the server's, so it becomes one warning line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            reason = " ".join(str(exc.message or exc).split())
+            if len(reason) > 120:
+                reason = reason[:117] + "..."
+            record.msg, record.args = "bad request from %s answered %s: %s", (remote, exc.code, reason)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+logging.getLogger("aiohttp.server").addFilter(_BadRequestLog())
+
+
 def load_engine(engine_state: str):
     """The engine behind the API: ``localsb.engine.Engine`` unless $MOCKCLOUD_ENGINE names another
     factory (tests use an in-memory fake until a real engine is at hand)."""

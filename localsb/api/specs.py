@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from .errors import ValidationError
 from .models import APT_PACKAGE_RE, NPM_PACKAGE_RE, omit_none
-from .units import parse_cpu, parse_duration, parse_port, parse_size
+from .limits import check_cpu, check_disk, check_memory, check_timeout
+from .units import parse_port
 
 
 @dataclass
@@ -73,18 +74,18 @@ class CreateSpec:
         if self.snapshot and (self.runtime or self.runtime_id):
             raise ValidationError("cannot specify both snapshot and runtime; snapshot includes its own runtime")
         if self.memory is not None:
-            parse_size(self.memory, "memory")
+            check_memory(self.memory)
         if self.cpu is not None:
-            parse_cpu(self.cpu)
+            check_cpu(self.cpu)
         if self.disk is not None:
-            parse_size(self.disk, "disk")
+            check_disk(self.disk)
         if self.port is not None:
             self.port = parse_port(self.port)
             self.network = True
         for label, value in (("idle timeout", self.idle_timeout), ("timeout", self.execution_timeout),
                              ("paused timeout", self.paused_timeout)):
             if value is not None:
-                parse_duration(value, label)
+                check_timeout(value, label, zero_means_never=label == "paused timeout")
         for k, v in self.env.items():
             if not isinstance(k, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k) or not isinstance(v, str):
                 raise ValidationError(f"Invalid environment variable format: {k}. Use KEY=VALUE format.")

@@ -6,6 +6,7 @@ subparsers, tox-style. Nothing here imports more than argparse, so ``localsb --h
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 # argparse looks every help and error string up in gettext's catalogues: a dozen stat(2) calls per
@@ -39,6 +40,9 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32, width=100)
 
 
+NEGATIVE_VALUE_RE = re.compile(r"^-\.?\d")
+
+
 class Parser(argparse.ArgumentParser):
     """ArgumentParser that raises instead of exiting and prints to the injected streams."""
 
@@ -49,6 +53,10 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", Formatter)
         super().__init__(*args, **kwargs)
+        # A word that starts with '-' and a digit is a value, never an option: `--memory -5Mi`
+        # then reaches the option's check ("must be positive") instead of argparse's misleading
+        # "expected one argument" (argparse only knows bare numbers like -5 or -.5).
+        self._negative_number_matcher = NEGATIVE_VALUE_RE
 
     def ensure_built(self) -> "Parser":
         if self._populate is not None:

@@ -10,6 +10,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 import weakref
 
 from localsb.api.errors import StateError
@@ -83,6 +84,48 @@ def _configure(conn: sqlite3.Connection) -> None:
 
 _OPEN: "weakref.WeakSet[Store]" = weakref.WeakSet()
 
+STATE_DB = "state.db"       # <state_dir>/state.db: the database the lost-state guard protects
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+
+
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    """SQLITE_CORRUPT or SQLITE_NOTADB: the file is damaged (not a busy, full or read-only one)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    text = str(exc)
+    return "malformed" in text or "not a database" in text
+
+
+def _count(path: str) -> int:
+    try:
+        return sum(1 for e in os.scandir(path) if not e.name.startswith("."))
+    except OSError:
+        return 0
+
+
+def leftover_state(state_dir: str) -> list[str]:
+    """What a state directory holds beyond its database: sandbox, checkpoint and snapshot volumes
+    in the pool (mounting a pool image to look, as every command does) and supervisor sockets of
+    live sandboxes. Empty for a fresh state directory."""
+    found = []
+    run = os.path.join(state_dir, "run")
+    socks = [n for n in (os.listdir(run) if os.path.isdir(run) else ()) if n.startswith("sbx_")]
+    if socks:
+        found.append(f"{len(socks)} sandbox supervisor socket(s) in {run}")
+    pool = os.path.join(state_dir, "pool")
+    if os.path.exists(os.path.join(state_dir, "pool.img")):
+        try:
+            from localsb.linux.storage import open_pool
+            pool = open_pool(state_dir).root
+        except Exception:  # noqa: BLE001 - a pool that cannot be opened shows no volumes here
+            pass
+    for sub, label in (("sandboxes", "sandbox"), ("checkpoints", "checkpoint"), ("snapshots", "snapshot")):
+        n = _count(os.path.join(pool, sub))
+        if n:
+            found.append(f"{n} {label} volume(s) in {os.path.join(pool, sub)}")
+    return found
+
 
 class Store:
     """One connection per thread: a connection shared by threads (mockcloud's worker pool) would
@@ -93,23 +136,85 @@ class Store:
         self._local = threading.local()
         self._conns: list = []
         self._lock = threading.Lock()
+        self._guard_lost_state()
         try:
             private_sqlite(path)    # every sandbox's env and commands: 0600
         except OSError as e:
             raise StateError(f"Cannot open state database {path}: {e.strerror or e}") from None
-        self._migrate()
+        try:
+            self._migrate()
+        except sqlite3.DatabaseError as e:
+            self._close_conns()
+            if _is_corrupt(e):
+                raise self._damaged(e) from None
+            raise
+        except BaseException:
+            self._close_conns()
+            raise
         _OPEN.add(self)
+
+    # a state database that is gone or damaged -----------------------------------------------------
+    def _damaged(self, exc: BaseException) -> StateError:
+        sd = os.path.dirname(os.path.abspath(self.path))
+        return StateError(
+            f"The state database {self.path} is damaged ({exc}): localsb cannot read the sandboxes, "
+            f"executions and snapshots it records. Keep a copy and take it out of the way "
+            f"(mv {self.path} {self.path}.damaged), then restore it from a backup; without one, "
+            f"stop what uses {sd} and move the whole state directory aside "
+            f"(mv {sd} {sd}.damaged) to start afresh")
+
+    def _guard_lost_state(self, what: str | None = None) -> None:
+        """A missing or empty state.db is created silently only in a fresh state directory: where
+        the pool still holds sandbox, checkpoint or snapshot volumes, or supervisors still listen,
+        starting from an empty database would orphan all of them for good (issue 16 item 5).
+        Checked before SQLite touches the file, so nothing is created or locked."""
+        if os.path.basename(self.path) != STATE_DB:
+            return
+        if what is None:
+            try:
+                size = os.path.getsize(self.path)
+            except FileNotFoundError:
+                size = None
+            except OSError:
+                return              # the open below says what is wrong
+            if size:
+                return
+            what = "is missing" if size is None else "is empty (0 bytes)"
+        sd = os.path.dirname(os.path.abspath(self.path))
+        evidence = leftover_state(sd)
+        if not evidence:
+            return
+        self._close_conns()
+        raise StateError(
+            f"The state database {self.path} {what}, but the state directory {sd} still holds "
+            f"{'; '.join(evidence)}: starting from an empty database would lose track of them. "
+            f"Restore {STATE_DB} from a backup; or, to give them up, stop what uses {sd} and move "
+            f"the whole state directory aside (mv {sd} {sd}.damaged) to start afresh")
 
     @property
     def conn(self) -> sqlite3.Connection:
         c = getattr(self._local, "conn", None)
         if c is None:
             try:
-                c = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+                # mode=rw: a database removed under a running process (a supervisor opens one
+                # connection per thread) is an error, never silently re-created empty
+                c = sqlite3.connect(f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=rw",
+                                    uri=True, timeout=10, isolation_level=None, check_same_thread=False)
             except sqlite3.Error as e:
+                if not os.path.exists(self.path):
+                    raise StateError(
+                        f"The state database {self.path} is missing: it was removed while localsb was "
+                        f"using it. Restore it from a backup, or move the state directory aside "
+                        f"(mv {os.path.dirname(os.path.abspath(self.path))} ...) to start afresh") from None
                 raise StateError(f"Cannot open state database {self.path}: {e}") from None
             c.row_factory = sqlite3.Row
-            _configure(c)
+            try:
+                _configure(c)
+            except sqlite3.DatabaseError as e:
+                c.close()
+                if _is_corrupt(e):
+                    raise self._damaged(e) from None
+                raise
             self._local.conn = c
             me = threading.current_thread()
             with self._lock:
@@ -143,6 +248,8 @@ class Store:
 
     def _migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            self._guard_lost_state("has no tables")
         if version > SCHEMA_VERSION:
             raise StateError(
                 f"The state database {self.path} was written by a newer localsb (schema {version}, "
@@ -164,13 +271,22 @@ class Store:
 
     # small helpers -------------------------------------------------------------------------------
     def one(self, sql: str, *args):
-        return self.conn.execute(sql, args).fetchone()
+        try:
+            return self.conn.execute(sql, args).fetchone()
+        except sqlite3.DatabaseError as e:
+            raise self._damaged(e) if _is_corrupt(e) else e from None
 
     def all(self, sql: str, *args):
-        return self.conn.execute(sql, args).fetchall()
+        try:
+            return self.conn.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise self._damaged(e) if _is_corrupt(e) else e from None
 
     def run(self, sql: str, *args) -> int:
-        cur = self.conn.execute(sql, args)
+        try:
+            cur = self.conn.execute(sql, args)
+        except sqlite3.DatabaseError as e:
+            raise self._damaged(e) if _is_corrupt(e) else e from None
         return cur.rowcount
 
     def tx(self):

@@ -6,7 +6,7 @@ from aiohttp import web
 from localsb.api.errors import ValidationError
 from localsb.api.models import omit_none
 from localsb.api.specs import FileSpec
-from localsb.api.units import parse_duration
+from localsb.api.limits import check_timeout
 
 from .. import streams
 from . import (MAX_EXECUTION_WAIT_S, call, call_wait, engine, field, json_body, ok, org, path_id,
@@ -24,7 +24,7 @@ async def sandbox_execute(request: web.Request) -> web.Response:
     command = str_list(body, "command", required=True, nonempty=True)
     timeout = field(body, "timeout", str)
     if timeout is not None:
-        parse_duration(timeout, "timeout")
+        check_timeout(timeout, "timeout")
     stream = field(body, "stream", dict, default={})
     timestamps = stream.get("timestamps", False)
     if not isinstance(timestamps, bool):

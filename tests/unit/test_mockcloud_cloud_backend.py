@@ -74,7 +74,7 @@ def test_run_streams_stdout_stderr_and_exit_code(env):
 
 def test_run_timeout_reports_124(env):
     out = io.BytesIO()
-    r = env.backend().sandbox_run(CreateSpec(mode="oneshot", command=["sleep", "5"], execution_timeout="200ms"),
+    r = env.backend().sandbox_run(CreateSpec(mode="oneshot", command=["sleep", "5"], execution_timeout="1s"),
                                   None, out, None)
     assert r["exitCode"] == 124
 

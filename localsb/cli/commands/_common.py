@@ -11,16 +11,16 @@ PREFIX = "localsb cloud sandbox"
 
 def add_spec_options(p, *, run: bool) -> None:
     """The options run and create share (reference/hosted-api.md §4.3), plus each one's own."""
-    opt(p, "--memory", metavar="SIZE", help="Memory limit (e.g., 512Mi, 1Gi)")
-    opt(p, "--cpu", metavar="MILLICORES", help="CPU limit (e.g., 500m, 1000m)")
-    opt(p, "--disk", metavar="SIZE", help="Disk limit (e.g., 1Gi, 10Gi)")
+    opt(p, "--memory", metavar="SIZE", help="Memory limit (e.g., 512Mi, 1Gi; 16Mi to 64Gi)")
+    opt(p, "--cpu", metavar="MILLICORES", help="CPU limit (e.g., 500m, 1000m; 10m to 64000m)")
+    opt(p, "--disk", metavar="SIZE", help="Disk limit (e.g., 1Gi, 10Gi; 16Mi to 1Ti)")
     opt(p, "--network", action="store_true", help="Enable outbound network access")
     if run:
-        opt(p, "--timeout", metavar="DURATION", help="Execution timeout (e.g., 30s, 5m)")
+        opt(p, "--timeout", metavar="DURATION", help="Execution timeout (e.g., 30s, 5m; 1s to 720h)")
     else:
-        opt(p, "--idle-timeout", metavar="DURATION", help="Auto-destroy after idle (e.g., 1h)")
+        opt(p, "--idle-timeout", metavar="DURATION", help="Auto-destroy after idle (e.g., 1h; 1s to 720h)")
         opt(p, "--paused-timeout", metavar="DURATION",
-            help="Auto-terminate after being paused this long (e.g., 24h; 0s = never)")
+            help="Auto-terminate after being paused this long (e.g., 24h; 0s = never; at most 720h)")
     opt(p, "--snapshot", metavar="ID_OR_TAG", help="Create from snapshot (ID, name, name:tag or tag)")
     opt(p, "--runtime", metavar="RUNTIME", help="Runtime name (e.g., bun:1, python:3.14)")
     opt(p, "--runtime-id", metavar="ID", help="Runtime ID (e.g., srt_xxx)")

@@ -39,7 +39,7 @@ def _commands(children):
     opt(p, "--strict", action="store_true",
         help="Fail if the target parent directory does not exist (no auto-creation)")
     opt(p, "--timeout", metavar="DURATION",
-        help="Operation timeout (e.g., 5m, 1h); checked for format, not enforced by localsb")
+        help="Operation timeout (e.g., 5m, 1h; 1s to 720h); checked, not enforced by localsb")
 
     p = command(children, "mkdir", help="Create a directory in a sandbox", handler=mkdir,
                 examples=[f"{PREFIX} fs mkdir sbx_abc123 /workspace/output",
@@ -258,13 +258,13 @@ def cp(ctx):
     import os
 
     from localsb.api.errors import ValidationError
-    from localsb.api.units import parse_duration
+    from localsb.api.limits import check_timeout
 
     from ..errors import LocalFileError
 
     a = ctx.args
     if a.timeout is not None:
-        parse_duration(a.timeout, "timeout")
+        check_timeout(a.timeout, "timeout")
     src, dst = parse_remote(a.source), parse_remote(a.destination)
     if src and dst:
         raise ValidationError("Cannot copy between two sandboxes. Use a local path as source or destination.")

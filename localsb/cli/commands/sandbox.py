@@ -52,7 +52,7 @@ def _commands(children):
                           f"{PREFIX} exec sbx_abc123 -- npm install zod",
                           f"{PREFIX} exec sbx_abc123 -- npm run build"])
     arg(p, "sandbox_id", metavar="sandbox-id", help="Sandbox ID")
-    opt(p, "--timeout", metavar="DURATION", help="Execution timeout (e.g., 5m, 1h)")
+    opt(p, "--timeout", metavar="DURATION", help="Execution timeout (e.g., 5m, 1h; 1s to 720h)")
     opt(p, "--timestamps", action="store_true", help="Include timestamps in stream output")
 
     p = command(children, "list", aliases=["ls"], help="List sandboxes", handler=list_, dry_run=True,
@@ -218,11 +218,11 @@ class _Tee:
 
 
 def exec_(ctx):
-    from localsb.api.units import parse_duration
+    from localsb.api.limits import check_timeout
 
     a, out = ctx.args, ctx.out
     if a.timeout is not None:
-        parse_duration(a.timeout, "timeout")
+        check_timeout(a.timeout, "timeout")
     kwargs = dict(timeout=a.timeout, timestamps=a.timestamps, org_id=ctx.org_id)
     if out.json_mode:
         cap = _Capture()
