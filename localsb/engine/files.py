@@ -1,3 +1,4 @@
+# long: to be split along its seams (host-side transfer, archives, listings), issue 15
 """Sandbox file operations: write, read, list, mkdir, rm, rmdir, archive download and upload.
 
 Each operation takes the sandbox's root filesystem, as a ``RootedFS`` or as the host path of the

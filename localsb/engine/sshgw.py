@@ -1,3 +1,4 @@
+# long: to be split along its seams (protocol server, sessions, attach), issue 15
 """SSH into sandboxes: registered keys, the SSH gateway, and `cloud ssh`'s direct attach.
 
 - Keys (`localsb ssh-key add|list|remove`): the user's public keys, as the hosted account keeps
@@ -18,11 +19,8 @@ asyncssh is imported only by the gateway process.
 """
 from __future__ import annotations
 
-import base64
 import errno
 import fcntl
-import hashlib
-import json
 import os
 import signal
 import socket
@@ -34,10 +32,11 @@ import time
 from localsb.api import errors as E
 from localsb.linux import spawn
 
-from .gateway import LIVE, Daemon
+from .context import Context
+from .common import auto_resume, command_env, live_row
+from .sshkeys import (fingerprint, key_add, key_list, key_remove, keys_registered, parse_public_keys,
+                      registered_blobs, ssh_gateway)
 
-KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
-             "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
 WORKDIR = "/home/agentuity"
 SHELL = ["/bin/sh", "-c", "if [ -x /bin/bash ]; then exec /bin/bash -l; fi; exec /bin/sh -l"]
 SFTP_SERVER = ("for p in /usr/lib/openssh/sftp-server /usr/lib/sftp-server /usr/libexec/openssh/sftp-server "
@@ -50,120 +49,6 @@ def command_argv(command: str) -> list:
     """A command line as sshd runs it: by the login shell (bash when the sandbox has it)."""
     return ["/bin/sh", "-c", 'if [ -x /bin/bash ]; then exec /bin/bash -c "$1"; fi; exec /bin/sh -c "$1"',
             "sh", command]
-
-
-# keys --------------------------------------------------------------------------------------------
-def _keys_path(state_dir: str) -> str:
-    return os.path.join(state_dir, "ssh", "authorized_keys.json")
-
-
-def _read_keys(state_dir: str) -> list:
-    try:
-        with open(_keys_path(state_dir)) as fh:
-            return json.load(fh).get("keys", [])
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError) as e:
-        raise E.StateError(f"Cannot read the SSH keys in {_keys_path(state_dir)}: {e}") from None
-
-
-def _write_keys(state_dir: str, keys: list) -> None:
-    path = _keys_path(state_dir)
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"keys": keys}, fh, indent=1)
-    os.rename(tmp, path)
-
-
-def fingerprint(blob: bytes) -> str:
-    """OpenSSH's SHA256 fingerprint (``ssh-keygen -l``): unpadded base64 of the blob's digest."""
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
-def parse_public_keys(text: str) -> list:
-    """OpenSSH public key lines (a .pub file or authorized_keys, options allowed) -> [dict]."""
-    if "PRIVATE KEY" in text:
-        raise E.ValidationError("This is a private key: give the public key (the .pub file)")
-    keys = []
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        idx = next((i for i, p in enumerate(parts) if p in KEY_TYPES), None)
-        if idx is None or idx + 1 >= len(parts):
-            raise E.ValidationError(f"Line {n} is not an OpenSSH public key (expected '<type> <base64> [comment]'"
-                                    f" with type one of {', '.join(KEY_TYPES[:3])}, ...)")
-        ktype, b64 = parts[idx], parts[idx + 1]
-        try:
-            blob = base64.b64decode(b64, validate=True)
-            (tlen,) = struct.unpack_from("!I", blob)
-            embedded = blob[4:4 + tlen].decode()
-        except (ValueError, struct.error, UnicodeDecodeError):
-            raise E.ValidationError(f"Line {n}: the key data is not valid base64 of an SSH key") from None
-        if embedded != ktype:
-            raise E.ValidationError(f"Line {n}: the key data is a {embedded or 'damaged'} key, not {ktype}")
-        keys.append({"fingerprint": fingerprint(blob), "type": ktype, "key": b64,
-                     "comment": " ".join(parts[idx + 2:])})
-    if not keys:
-        raise E.ValidationError("No public key found: give an OpenSSH public key file (e.g. ~/.ssh/id_ed25519.pub)")
-    return keys
-
-
-def key_add(state_dir: str, text: str) -> dict:
-    from localsb.api.models import now_iso
-    keys = _read_keys(state_dir)
-    known = {k["fingerprint"] for k in keys}
-    added = []
-    for k in parse_public_keys(text):
-        new = k["fingerprint"] not in known
-        if new:
-            k["createdAt"] = now_iso()
-            keys.append(k)
-            known.add(k["fingerprint"])
-        added.append({**{f: k[f] for f in ("fingerprint", "type", "comment")}, "added": new})
-    _write_keys(state_dir, keys)
-    return {"keys": added}
-
-
-def key_list(state_dir: str) -> list:
-    return [{f: k.get(f) for f in ("fingerprint", "type", "comment", "createdAt")} for k in _read_keys(state_dir)]
-
-
-def key_remove(state_dir: str, fp: str) -> dict:
-    keys = _read_keys(state_dir)
-    want = fp if fp.startswith("SHA256:") else "SHA256:" + fp
-    left = [k for k in keys if k["fingerprint"] != want]
-    if len(left) == len(keys):
-        raise E.NotFound(f"SSH key not found: {fp} (see localsb ssh-key list)")
-    _write_keys(state_dir, left)
-    return {"fingerprint": want, "removed": True}
-
-
-def keys_registered(state_dir: str) -> bool:
-    try:
-        return bool(_read_keys(state_dir))
-    except E.StateError:
-        return False
-
-
-def registered_blobs(state_dir: str) -> set:
-    return {base64.b64decode(k["key"]) for k in _read_keys(state_dir)}
-
-
-class SshGatewayDaemon(Daemon):
-    def needed(self, store, exclude=None) -> bool:
-        if not keys_registered(self.state_dir):
-            return False
-        marks = ",".join("?" for _ in LIVE)
-        rows = store.all(f"SELECT id FROM sandboxes WHERE status IN ({marks}) AND mode != 'oneshot'", *LIVE)
-        return any(r["id"] != exclude for r in rows)
-
-
-def ssh_gateway(state_dir: str) -> SshGatewayDaemon:
-    return SshGatewayDaemon(state_dir, "sshgw", "localsb.engine.sshgw", "LOCALSB_SSH_PORT", 2222)
 
 
 # entering a sandbox with a terminal ----------------------------------------------------------------
@@ -298,27 +183,27 @@ def _reap(pid: int) -> int | None:
 class Session:
     """What a shell/command needs to run in one sandbox: checked row, pidfd, env, a cgroup."""
 
-    def __init__(self, engine, sandbox_id: str, org_id=None):
+    def __init__(self, ctx, sandbox_id: str, org_id=None):
         from localsb.linux.cgroups import SandboxCgroup
 
         from .store import loads
-        self.engine = engine
-        row = engine._live_row(sandbox_id, org_id)
-        engine._auto_resume(row)
+        self.ctx = ctx
+        row = live_row(ctx, sandbox_id, org_id)
+        auto_resume(ctx, row)
         self.sandbox_id = row["id"]
         pid = row["init_pid"]
         self.pidfd = os.pidfd_open(pid)
         try:
             with open(f"/proc/{pid}/cgroup") as fh:
-                if engine.cgroup_name(row["id"]) not in fh.read():
+                if ctx.cgroup_name(row["id"]) not in fh.read():
                     raise OSError(errno.ESRCH, "pid reused")
         except OSError:
             os.close(self.pidfd)
             raise E.SandboxTerminated(sandbox_id, "not running") from None
-        self.env = engine._command_env(row["id"], loads(row["env"], {}))
+        self.env = command_env(row["id"], loads(row["env"], {}))
         self.cg = SandboxCgroup.from_dict(loads(row["cgroup"]))
-        self.child = engine.cgroups.create_child(self.cg, "ssh-" + os.urandom(4).hex())
-        engine.store.run("UPDATE sandboxes SET last_activity=? WHERE id=?", engine.clock.now(), row["id"])
+        self.child = ctx.cgroups.create_child(self.cg, "ssh-" + os.urandom(4).hex())
+        ctx.store.run("UPDATE sandboxes SET last_activity=? WHERE id=?", ctx.clock.now(), row["id"])
 
     def procs(self) -> list:
         return self.child.procs_files()
@@ -334,7 +219,7 @@ class Session:
 
     def touch(self) -> None:
         try:
-            self.engine.store.run("UPDATE sandboxes SET last_activity=? WHERE id=?", self.engine.clock.now(),
+            self.ctx.store.run("UPDATE sandboxes SET last_activity=? WHERE id=?", self.ctx.clock.now(),
                                   self.sandbox_id)
         except Exception:  # noqa: BLE001
             pass
@@ -345,8 +230,8 @@ class Session:
         except OSError:
             pass
         try:
-            if not self.engine.cgroups.populated(self.child):
-                self.engine.cgroups.remove(self.child)
+            if not self.ctx.cgroups.populated(self.child):
+                self.ctx.cgroups.remove(self.child)
         except Exception:  # noqa: BLE001 - removed with the sandbox at the latest
             pass
 
@@ -363,10 +248,9 @@ def attach_main(argv: list) -> int:
     if rest[:1] == ["--"]:
         rest = rest[1:]
     command = " ".join(rest) if rest else None
-    from .engine import Engine
-    engine = Engine(state_dir, repair=False)
+    ctx = Context(state_dir)
     try:
-        session = Session(engine, sandbox_id)
+        session = Session(ctx, sandbox_id)
     except E.LocalsbError as e:
         print(f"localsb: {e.message}", file=sys.stderr)
         return 4 if isinstance(e, E.NotFound) else 1
@@ -473,10 +357,9 @@ def host_key_path(state_dir: str) -> str:
 
 class SshGateway:
     def __init__(self, state_dir: str, sock: socket.socket):
-        from .engine import Engine
         self.state_dir = state_dir
         self.sock = sock
-        self.engine = Engine(state_dir, repair=False)
+        self.ctx = Context(state_dir)
         self.daemon = ssh_gateway(state_dir)
 
     def _host_key(self):
@@ -528,7 +411,7 @@ class SshGateway:
         while True:
             await asyncio.sleep(1.0)
             try:
-                self.daemon.exit_if_unneeded(self.engine.store, acceptor.close)
+                self.daemon.exit_if_unneeded(self.ctx.store, acceptor.close)
             except Exception as e:  # noqa: BLE001
                 print(f"sshgw: {e}", file=sys.stderr)
 
@@ -598,7 +481,7 @@ def _session_class():
         async def run(self):
             username = self.chan.get_extra_info("username") or ""
             try:
-                self.session = Session(self.gateway.engine, username)
+                self.session = Session(self.gateway.ctx, username)
             except E.LocalsbError as e:
                 self._fail(f"localsb: {e.message}")
                 return
