@@ -165,7 +165,7 @@ class Sandboxes:
         root = os.path.join(volume, "root")
         rootfs.mount_root(volume, userns_fd)
         if spec.files:
-            from .files import fs_write
+            from .fileio import fs_write
             fs_write(root, spec.files)
         cg = self.ctx.cgroups.create(self.ctx.cgroup_name(sandbox_id), self._limits(spec))
         self.ctx.store.run("UPDATE sandboxes SET cgroup=? WHERE id=?", dumps(cg.to_dict()), sandbox_id)
