@@ -47,7 +47,7 @@ def build_parser(lazy: bool = False) -> tree.Parser:
     top.add_argument("-v", "--version", action="version", version=f"localsb {__version__}",
                      help="Print the version and exit")
     top.set_defaults(_handler=tree._group_help, _takes_command=False, _dry_run_ok=True,
-                     _parser=top, _command="localsb")
+                     _parser=top, _command="localsb", _root=top)   # _root: `help` walks the tree from it
     sub = top.add_subparsers(title="commands", metavar="<command>", parser_class=tree.Parser)
 
     cloud, cloud_sub = tree.group(sub, "cloud", help="Cloud services: sandboxes and SSH",

@@ -18,9 +18,13 @@ from . import render, runtimes
 from .store import dumps, loads
 
 
-class BuildsMixin:
+class Builds:
+    def __init__(self, ctx, snapshots):
+        self.ctx = ctx
+        self.snapshots = snapshots
+
     def _upload_path(self, snapshot_id: str) -> str:
-        return os.path.join(self.state_dir, "out", f"build-{snapshot_id}.tar.gz")
+        return os.path.join(self.ctx.state_dir, "out", f"build-{snapshot_id}.tar.gz")
 
     def snapshot_build_init(self, body: dict, *, org_id=None) -> dict:
         if not isinstance(body, dict) or not isinstance(body.get("runtime"), str) or not body["runtime"]:
@@ -35,13 +39,13 @@ class BuildsMixin:
         org = org_id or "org_local"
         content_hash = body.get("contentHash")
         if name and content_hash and not body.get("force"):
-            row = self.store.one("SELECT * FROM snapshots WHERE org_id=? AND name=? AND tag=? AND status='ready' "
+            row = self.ctx.store.one("SELECT * FROM snapshots WHERE org_id=? AND name=? AND tag=? AND status='ready' "
                                  "ORDER BY created_at DESC LIMIT 1", org, name, tag)
             if row is not None and row["content_hash"] == content_hash:
                 return {"unchanged": True, "existingId": row["id"], "existingName": row["name"],
                         "existingTag": row["tag"]}
         snap_id = new_id("snapshot")
-        self.store.insert("snapshots", {
+        self.ctx.store.insert("snapshots", {
             "id": snap_id, "org_id": org, "name": name or f"snapshot-{os.urandom(4).hex()}",
             "description": body.get("description"), "tag": tag, "public": int(bool(body.get("public"))),
             "runtime_id": rt["id"], "runtime_name": rt["name"], "content_hash": content_hash,
@@ -49,7 +53,7 @@ class BuildsMixin:
         return {"snapshotId": snap_id}
 
     def _building_row(self, snapshot_id, org_id):
-        row = self.store.one("SELECT * FROM snapshots WHERE id=? AND status='building'", snapshot_id)
+        row = self.ctx.store.one("SELECT * FROM snapshots WHERE id=? AND status='building'", snapshot_id)
         if row is None or (org_id and row["org_id"] != org_id):
             raise E.SnapshotNotFound(snapshot_id)
         return row
@@ -86,14 +90,14 @@ class BuildsMixin:
         if not os.path.exists(archive):
             raise E.ValidationError(f"Snapshot {snapshot_id}: no archive was uploaded before finalize")
         from . import images
-        volume = os.path.join(self.pool.root, "snapshots", snapshot_id)
+        volume = os.path.join(self.ctx.pool.root, "snapshots", snapshot_id)
         os.makedirs(os.path.dirname(volume), exist_ok=True)
         try:
-            logs = os.path.join(self.state_dir, "logs")
+            logs = os.path.join(self.ctx.state_dir, "logs")
             # the requested runtime's image (built on first use), or its cached dependency layer
-            image = (images.ensure_deps(self.pool, rt["name"], deps, log_dir=logs) if deps
-                     else images.ensure_image(self.pool, rt["name"], log_dir=logs))
-            self.pool.snapshot(image, volume, read_only=False)
+            image = (images.ensure_deps(self.ctx.pool, rt["name"], deps, log_dir=logs) if deps
+                     else images.ensure_image(self.ctx.pool, rt["name"], log_dir=logs))
+            self.ctx.pool.snapshot(image, volume, read_only=False)
             root = os.path.join(volume, "root")
             with open(archive, "rb") as fh:
                 from . import files
@@ -101,7 +105,7 @@ class BuildsMixin:
             placeholder = os.path.join(root, "home/agentuity/.placeholder")
             if os.path.exists(placeholder) and not body.get("files"):
                 os.unlink(placeholder)
-            self.pool.set_read_only(volume, True)
+            self.ctx.pool.set_read_only(volume, True)
         except BaseException:
             self._abort_build(snapshot_id, volume)
             raise
@@ -112,21 +116,21 @@ class BuildsMixin:
                 pass
         metadata = {str(k): str(v) for k, v in (body.get("metadata") or {}).items()}
         env = {str(k): str(v) for k, v in (body.get("env") or {}).items()}
-        self.store.run("UPDATE snapshots SET status='ready', volume=?, size_bytes=?, file_count=?, files=?, "
+        self.ctx.store.run("UPDATE snapshots SET status='ready', volume=?, size_bytes=?, file_count=?, files=?, "
                        "metadata=?, env=?, dependencies=? WHERE id=?", volume, int(body.get("sizeBytes") or 0),
                        int(body.get("fileCount") or 0), dumps(body.get("files") or []), dumps(metadata or None),
                        dumps(env or None), dumps(deps), snapshot_id)
-        self._claim_tag(row["org_id"], row["name"], row["tag"], snapshot_id)
-        return render.snapshot_info(self.store.one("SELECT * FROM snapshots WHERE id=?", snapshot_id),
-                                    self.org_names, with_files=True)
+        self.snapshots._claim_tag(row["org_id"], row["name"], row["tag"], snapshot_id)
+        return render.snapshot_info(self.ctx.store.one("SELECT * FROM snapshots WHERE id=?", snapshot_id),
+                                    self.ctx.org_names, with_files=True)
 
     def _abort_build(self, snapshot_id, volume=None):
         if volume:
             try:
-                self.pool.delete_volume(volume)
+                self.ctx.pool.delete_volume(volume)
             except Exception:
                 pass
-        self.store.run("DELETE FROM snapshots WHERE id=? AND status='building'", snapshot_id)
+        self.ctx.store.run("DELETE FROM snapshots WHERE id=? AND status='building'", snapshot_id)
 
     def snapshot_build(self, build, *, org_id=None) -> dict:
         """The whole build for an in-process client (the local backend)."""
@@ -136,7 +140,7 @@ class BuildsMixin:
         snap_id = init["snapshotId"]
         try:
             import tempfile
-            with tempfile.TemporaryFile(dir=os.path.join(self.state_dir, "out")) as tmp:
+            with tempfile.TemporaryFile(dir=os.path.join(self.ctx.state_dir, "out")) as tmp:
                 build.write_archive(tmp)
                 tmp.seek(0)
                 self.snapshot_build_upload(snap_id, tmp, org_id=org_id)
@@ -148,6 +152,6 @@ class BuildsMixin:
         return info
 
     def snapshot_env(self, snapshot_id) -> dict:
-        row = self.store.one("SELECT env FROM snapshots WHERE id=?", snapshot_id)
+        row = self.ctx.store.one("SELECT env FROM snapshots WHERE id=?", snapshot_id)
         return loads(row["env"], {}) if row else {}
 

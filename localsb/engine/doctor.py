@@ -34,9 +34,9 @@ def _mount_options(path: str) -> str | None:
     return found
 
 
-def report(engine) -> dict:
+def report(ctx) -> dict:
     from localsb.linux import security
-    d = {"stateDir": engine.state_dir, "root": os.geteuid() == 0}
+    d = {"stateDir": ctx.state_dir, "root": os.geteuid() == 0}
     d["namespaces"] = _ns_available()
     d["userNamespaces"] = _userns()
     from localsb.linux import spawn, userns
@@ -53,14 +53,14 @@ def report(engine) -> dict:
     }
     d["procMasked"] = ["/proc/" + p for p in spawn.PROC_MASKED]
     d["procReadOnly"] = ["/proc/" + p for p in spawn.PROC_READONLY]
-    d["stateDirMode"] = oct(os.stat(engine.state_dir).st_mode & 0o7777)
+    d["stateDirMode"] = oct(os.stat(ctx.state_dir).st_mode & 0o7777)
     try:
-        caps = engine.cgroups.capabilities()
+        caps = ctx.cgroups.capabilities()
     except Exception as e:  # noqa: BLE001
         caps = {"error": str(e)}
     d["cgroups"] = caps
     try:
-        pool = engine.pool
+        pool = ctx.pool
         d["storage"] = {"driver": pool.name, "pool": pool.root,
                         "cost": "snapshots in milliseconds (copy-on-write)" if pool.name == "btrfs"
                         else "snapshots copy every file (seconds per GB); no disk quota",
@@ -69,7 +69,7 @@ def report(engine) -> dict:
         d["storage"] = {"driver": None, "error": str(e)}
     d["seccomp"] = security.seccomp_available()
     d["seccompFilter"] = security.seccomp_info()
-    from .engine import default_limits
+    from .common import default_limits
     d["defaultLimits"] = default_limits()
     d["isolation"] = ("a user namespace per sandbox (root inside is an unprivileged host id range), "
                       "idmapped read-only lowers under an overlay root, the OCI masked /proc paths, a "

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 from localsb.api import errors as E
+from .common import sandbox_row
 
 
 def _files():
@@ -16,9 +17,12 @@ def _files():
     return files
 
 
-class FsMixin:
+class Fs:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
     def _fs_root(self, sandbox_id, org_id) -> str:
-        row = self._row(sandbox_id, org_id)
+        row = sandbox_row(self.ctx, sandbox_id, org_id)
         if row["status"] in ("terminated", "failed", "deleted", "stopping") or not row["volume"]:
             raise E.SandboxTerminated(sandbox_id, row["status"])
         return os.path.join(row["volume"], "root")
@@ -50,4 +54,4 @@ class FsMixin:
 
     def fs_upload(self, sandbox_id, path, fmt, src, *, org_id=None) -> None:
         _files().fs_upload(self._fs_root(sandbox_id, org_id), path or ".", fmt or "", src,
-                        spool_dir=os.path.join(self.state_dir, "out"))
+                        spool_dir=os.path.join(self.ctx.state_dir, "out"))

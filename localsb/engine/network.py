@@ -1,3 +1,4 @@
+# long: one mechanism end to end (link, nftables policy, relay, DNS forwarder) that security review reads whole
 """Sandbox networking: `--network` egress, `--port` URLs, and the engine's hooks for both (and SSH).
 
 Default (as hosted): a sandbox's network namespace has loopback only.
@@ -418,7 +419,7 @@ def on_create(engine, sandbox_id: str, spec) -> None:
         from .gateway import http_gateway
         http_gateway(engine.state_dir).ensure()
     if spec.mode != "oneshot":
-        from .sshgw import keys_registered, ssh_gateway
+        from .sshkeys import keys_registered, ssh_gateway
         if keys_registered(engine.state_dir):
             ssh_gateway(engine.state_dir).ensure()
 
@@ -436,7 +437,7 @@ def release(engine, row) -> None:
         from .gateway import http_gateway
         http_gateway(engine.state_dir).stop_if_unneeded(exclude=sandbox_id)
     if os.path.exists(os.path.join(run, "sshgw.json")):
-        from .sshgw import ssh_gateway
+        from .sshkeys import ssh_gateway
         ssh_gateway(engine.state_dir).stop_if_unneeded(exclude=sandbox_id)
 
 
@@ -449,58 +450,6 @@ def url_label(row) -> str:
         name = name.replace("--", "-")
     name = name[:62 - len(ident)].rstrip("-")
     return f"{name}-{ident}" if name else ident
-
-
-class NetworkMixin:
-    """Engine methods of this area: URLs, `cloud ssh`, SSH keys."""
-
-    def sandbox_url(self, row) -> str | None:
-        """``http://<name>-<identifier>.localhost:<gateway port>`` for a sandbox with --port."""
-        from .store import loads
-        if isinstance(row, str):
-            row = self.store.one("SELECT * FROM sandboxes WHERE id=?", row)
-        if row is None or not loads(row["spec"], {}).get("port"):
-            return None
-        from .gateway import http_gateway
-        gw = http_gateway(self.state_dir)
-        port = gw.port()
-        if port is None and row["status"] in LIVE:
-            port = gw.ensure()  # it died (SIGKILL?): a live sandbox with a port needs it
-        if port is None:
-            port = gw.configured_port() or gw.default_port
-        return f"http://{url_label(row)}.localhost:{port}"
-
-    def ssh_command(self, sandbox_id: str, command: str | None = None, *, org_id=None) -> list[str]:
-        """The argv of ``cloud ssh``: a direct attach (a PTY shell, or ``command`` with its exit
-        code) through localsb.engine.sshgw, which needs no key and no ssh client. Plain ssh, scp
-        and sftp go through the SSH gateway instead (``ssh -p <port> <id>@localhost``)."""
-        import sys
-        row = self._live_row(sandbox_id, org_id)
-        argv = [sys.executable, "-m", "localsb.engine.sshgw", "attach", self.state_dir, row["id"]]
-        if command is not None:
-            argv += ["--", command]
-        return argv
-
-    def ssh_key_add(self, text: str) -> dict:
-        from .sshgw import key_add, keys_registered, ssh_gateway
-        first = not keys_registered(self.state_dir)
-        info = key_add(self.state_dir, text)
-        if first and self.store.one("SELECT 1 FROM sandboxes WHERE status IN ('idle','running','paused',"
-                                    "'suspended') AND mode != 'oneshot' LIMIT 1"):
-            ssh_gateway(self.state_dir).ensure()
-        return info
-
-    def ssh_key_list(self) -> dict:
-        from .sshgw import key_list, ssh_gateway
-        gw = ssh_gateway(self.state_dir)
-        return {"keys": key_list(self.state_dir), "port": gw.port() or gw.configured_port() or gw.default_port}
-
-    def ssh_key_remove(self, fingerprint: str) -> dict:
-        from .sshgw import key_remove, keys_registered, ssh_gateway
-        info = key_remove(self.state_dir, fingerprint)
-        if not keys_registered(self.state_dir):
-            ssh_gateway(self.state_dir).stop_if_unneeded()
-        return info
 
 
 # egress: transparent TCP relay and DNS forwarder ------------------------------------------------
@@ -761,4 +710,4 @@ def _log(msg: str) -> None:
 
 
 __all__ = ["attach", "attach_pid", "reattach", "prepare_run", "detach", "release", "on_create",
-           "NetworkMixin", "Egress", "EgressPolicy", "link_names", "url_label", "read_state", "errno"]
+           "Egress", "EgressPolicy", "link_names", "url_label", "read_state", "errno"]

@@ -1,4 +1,6 @@
-"""SSH into sandboxes: registered keys, the SSH gateway, and `cloud ssh`'s direct attach.
+"""The SSH gateway's protocol server (asyncssh), and the entry point of `cloud ssh`'s direct attach.
+
+SSH into sandboxes, the whole picture (the modules: sshkeys.py, sshsession.py, sshattach.py, this one):
 
 - Keys (`localsb ssh-key add|list|remove`): the user's public keys, as the hosted account keeps
   them, in ``<state>/ssh/authorized_keys.json``.
@@ -18,446 +20,16 @@ asyncssh is imported only by the gateway process.
 """
 from __future__ import annotations
 
-import base64
-import errno
-import fcntl
-import hashlib
-import json
 import os
-import signal
 import socket
-import stat
-import struct
 import sys
 import time
 
 from localsb.api import errors as E
-from localsb.linux import spawn
 
-from .gateway import LIVE, Daemon
-
-KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
-             "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
-WORKDIR = "/home/agentuity"
-SHELL = ["/bin/sh", "-c", "if [ -x /bin/bash ]; then exec /bin/bash -l; fi; exec /bin/sh -l"]
-SFTP_SERVER = ("for p in /usr/lib/openssh/sftp-server /usr/lib/sftp-server /usr/libexec/openssh/sftp-server "
-               "/usr/libexec/sftp-server; do [ -x \"$p\" ] && exec \"$p\"; done; "
-               "echo 'localsb: this sandbox has no sftp-server (apt-get install openssh-sftp-server in it, "
-               "or use scp -O)' >&2; exit 127")
-
-
-def command_argv(command: str) -> list:
-    """A command line as sshd runs it: by the login shell (bash when the sandbox has it)."""
-    return ["/bin/sh", "-c", 'if [ -x /bin/bash ]; then exec /bin/bash -c "$1"; fi; exec /bin/sh -c "$1"',
-            "sh", command]
-
-
-# keys --------------------------------------------------------------------------------------------
-def _keys_path(state_dir: str) -> str:
-    return os.path.join(state_dir, "ssh", "authorized_keys.json")
-
-
-def _read_keys(state_dir: str) -> list:
-    try:
-        with open(_keys_path(state_dir)) as fh:
-            return json.load(fh).get("keys", [])
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError) as e:
-        raise E.StateError(f"Cannot read the SSH keys in {_keys_path(state_dir)}: {e}") from None
-
-
-def _write_keys(state_dir: str, keys: list) -> None:
-    path = _keys_path(state_dir)
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"keys": keys}, fh, indent=1)
-    os.rename(tmp, path)
-
-
-def fingerprint(blob: bytes) -> str:
-    """OpenSSH's SHA256 fingerprint (``ssh-keygen -l``): unpadded base64 of the blob's digest."""
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
-def parse_public_keys(text: str) -> list:
-    """OpenSSH public key lines (a .pub file or authorized_keys, options allowed) -> [dict]."""
-    if "PRIVATE KEY" in text:
-        raise E.ValidationError("This is a private key: give the public key (the .pub file)")
-    keys = []
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        idx = next((i for i, p in enumerate(parts) if p in KEY_TYPES), None)
-        if idx is None or idx + 1 >= len(parts):
-            raise E.ValidationError(f"Line {n} is not an OpenSSH public key (expected '<type> <base64> [comment]'"
-                                    f" with type one of {', '.join(KEY_TYPES[:3])}, ...)")
-        ktype, b64 = parts[idx], parts[idx + 1]
-        try:
-            blob = base64.b64decode(b64, validate=True)
-            (tlen,) = struct.unpack_from("!I", blob)
-            embedded = blob[4:4 + tlen].decode()
-        except (ValueError, struct.error, UnicodeDecodeError):
-            raise E.ValidationError(f"Line {n}: the key data is not valid base64 of an SSH key") from None
-        if embedded != ktype:
-            raise E.ValidationError(f"Line {n}: the key data is a {embedded or 'damaged'} key, not {ktype}")
-        keys.append({"fingerprint": fingerprint(blob), "type": ktype, "key": b64,
-                     "comment": " ".join(parts[idx + 2:])})
-    if not keys:
-        raise E.ValidationError("No public key found: give an OpenSSH public key file (e.g. ~/.ssh/id_ed25519.pub)")
-    return keys
-
-
-def key_add(state_dir: str, text: str) -> dict:
-    from localsb.api.models import now_iso
-    keys = _read_keys(state_dir)
-    known = {k["fingerprint"] for k in keys}
-    added = []
-    for k in parse_public_keys(text):
-        new = k["fingerprint"] not in known
-        if new:
-            k["createdAt"] = now_iso()
-            keys.append(k)
-            known.add(k["fingerprint"])
-        added.append({**{f: k[f] for f in ("fingerprint", "type", "comment")}, "added": new})
-    _write_keys(state_dir, keys)
-    return {"keys": added}
-
-
-def key_list(state_dir: str) -> list:
-    return [{f: k.get(f) for f in ("fingerprint", "type", "comment", "createdAt")} for k in _read_keys(state_dir)]
-
-
-def key_remove(state_dir: str, fp: str) -> dict:
-    keys = _read_keys(state_dir)
-    want = fp if fp.startswith("SHA256:") else "SHA256:" + fp
-    left = [k for k in keys if k["fingerprint"] != want]
-    if len(left) == len(keys):
-        raise E.NotFound(f"SSH key not found: {fp} (see localsb ssh-key list)")
-    _write_keys(state_dir, left)
-    return {"fingerprint": want, "removed": True}
-
-
-def keys_registered(state_dir: str) -> bool:
-    try:
-        return bool(_read_keys(state_dir))
-    except E.StateError:
-        return False
-
-
-def registered_blobs(state_dir: str) -> set:
-    return {base64.b64decode(k["key"]) for k in _read_keys(state_dir)}
-
-
-class SshGatewayDaemon(Daemon):
-    def needed(self, store, exclude=None) -> bool:
-        if not keys_registered(self.state_dir):
-            return False
-        marks = ",".join("?" for _ in LIVE)
-        rows = store.all(f"SELECT id FROM sandboxes WHERE status IN ({marks}) AND mode != 'oneshot'", *LIVE)
-        return any(r["id"] != exclude for r in rows)
-
-
-def ssh_gateway(state_dir: str) -> SshGatewayDaemon:
-    return SshGatewayDaemon(state_dir, "sshgw", "localsb.engine.sshgw", "LOCALSB_SSH_PORT", 2222)
-
-
-# entering a sandbox with a terminal ----------------------------------------------------------------
-TIOCSPTLCK = 0x40045431
-TIOCGPTPEER = 0x5441
-TIOCSCTTY = 0x540E
-TIOCSWINSZ = 0x5414
-TIOCGWINSZ = 0x5413
-
-
-def set_winsize(fd: int, rows: int, cols: int) -> None:
-    """ioctl(TIOCSWINSZ) on a pty master (the kernel sends SIGWINCH to the foreground group)."""
-    try:
-        fcntl.ioctl(fd, TIOCSWINSZ, struct.pack("HHHH", rows or 24, cols or 80, 0, 0))
-    except OSError:
-        pass
-
-
-def enter(init_pidfd: int, cgroup_procs: list, argv: list, env: dict, cwd: str = WORKDIR, *,
-          stdio: tuple | None = None, pty: tuple | None = None) -> tuple[int, int | None]:
-    """fork(2), setns(2) through the init's pidfd, and (for a terminal) the sandbox's own /dev/ptmx
-    with TIOCSPTLCK/TIOCGPTPEER/TIOCSCTTY: run ``argv`` inside a sandbox on the given stdio fds, or
-    on a new terminal of the sandbox's devpts instance (``pty=(rows, cols)``).
-
-    Forks a waiter that closes every descriptor it inherited but the ones it needs (a gateway's
-    sockets and other sessions' pipes must not outlive their owners in it: a pipe whose write end
-    a waiter still holds never reaches EOF), joins the cgroups, setns(2)s into every namespace of
-    the init behind the pidfd, and forks the command. For a pty it opens /dev/ptmx there (the path
-    resolves inside the sandbox), unlocks it (TIOCSPTLCK), hands the master back over a socketpair
-    (SCM_RIGHTS), and the command becomes a session leader whose controlling terminal is the slave
-    (TIOCGPTPEER, TIOCSCTTY). Returns (waiter pid, master fd or None); the waiter's wait status
-    mirrors the command's, as spawn.enter's does.
-    """
-    from localsb.linux import caps, security
-    security.prepare()
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            spawn.close_fds({init_pidfd, theirs.fileno(), *(fd for fd in (stdio or ()) if fd is not None)})
-            spawn.join_cgroups(cgroup_procs)
-            spawn.join_sandbox(init_pidfd)
-            slave = None
-            if pty is not None:
-                # the devpts instance's own ptmx: /dev is the sandbox's tmpfs, and what its root
-                # put at /dev/ptmx (a FIFO, say) must not be what the gateway opens
-                master = os.open("/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC | os.O_NOFOLLOW
-                                 | os.O_NONBLOCK)
-                mst = os.fstat(master)
-                if not stat.S_ISCHR(mst.st_mode) or os.major(mst.st_rdev) != 5 or os.minor(mst.st_rdev) != 2:
-                    raise OSError(errno.ENOTTY, "/dev/pts/ptmx is not the pty multiplexer")
-                os.set_blocking(master, True)
-                fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
-                set_winsize(master, pty[0], pty[1])
-                slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
-                socket.send_fds(theirs, [b"M"], [master])
-                os.close(master)
-            else:
-                theirs.send(b"S")
-            child = os.fork()
-            if child == 0:
-                _exec_in(argv, env, cwd, (slave,) * 3 if slave is not None else stdio or (None, None, None),
-                         ctty=slave is not None)
-            for fd in {slave, *(stdio or ())}:
-                if fd is not None and fd > 2:
-                    os.close(fd)
-            theirs.close()
-            caps.drop_all()
-            spawn.mirror_exit(child, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
-        except BaseException as e:  # noqa: BLE001 - never return into the caller's code
-            try:
-                theirs.send(b"E" + str(e).encode(errors="replace")[:500])
-            finally:
-                os._exit(127)
-    theirs.close()
-    try:
-        msg, fds, _, _ = socket.recv_fds(ours, 1024, 1)
-    finally:
-        ours.close()
-    if msg.startswith(b"S"):
-        return pid, None
-    if not fds:
-        _reap(pid)
-        raise OSError(errno.EIO, (msg[1:] if msg.startswith(b"E") else b"the sandbox did not answer").decode())
-    return pid, fds[0]
-
-
-def _exec_in(argv: list, env: dict, cwd: str, stdio: tuple, ctty: bool) -> None:
-    """In the final child: stdio (a terminal as controlling tty), new session, harden, exec."""
-    from localsb.linux import security
-    try:
-        os.setsid()
-        if ctty:
-            fcntl.ioctl(stdio[0], TIOCSCTTY, 0)
-        devnull = None
-        fds = []
-        for fd in stdio:
-            if fd is None:
-                if devnull is None:
-                    devnull = os.open("/dev/null", os.O_RDWR)
-                fd = devnull
-            fds.append(fd)
-        high = [os.dup(fd) for fd in fds]  # first out of 0..2, so dup2 cannot clobber a source
-        for i, fd in enumerate(high):
-            os.dup2(fd, i)
-        os.closerange(3, 65536)
-        for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP,
-                    signal.SIGQUIT, signal.SIGXFSZ, signal.SIGWINCH):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        try:
-            os.chdir(cwd)
-        except OSError:
-            os.chdir("/")
-        security.harden()
-        os.execvpe(argv[0], argv, env)
-    except BaseException as e:  # noqa: BLE001
-        try:
-            os.write(2, f"localsb: cannot start {argv[0]}: {e}\r\n".encode())
-        finally:
-            os._exit(127)
-    os._exit(127)
-
-
-def _reap(pid: int) -> int | None:
-    try:
-        return os.waitpid(pid, 0)[1]
-    except ChildProcessError:
-        return None
-
-
-class Session:
-    """What a shell/command needs to run in one sandbox: checked row, pidfd, env, a cgroup."""
-
-    def __init__(self, engine, sandbox_id: str, org_id=None):
-        from localsb.linux.cgroups import SandboxCgroup
-
-        from .store import loads
-        self.engine = engine
-        row = engine._live_row(sandbox_id, org_id)
-        engine._auto_resume(row)
-        self.sandbox_id = row["id"]
-        pid = row["init_pid"]
-        self.pidfd = os.pidfd_open(pid)
-        try:
-            with open(f"/proc/{pid}/cgroup") as fh:
-                if engine.cgroup_name(row["id"]) not in fh.read():
-                    raise OSError(errno.ESRCH, "pid reused")
-        except OSError:
-            os.close(self.pidfd)
-            raise E.SandboxTerminated(sandbox_id, "not running") from None
-        self.env = engine._command_env(row["id"], loads(row["env"], {}))
-        self.cg = SandboxCgroup.from_dict(loads(row["cgroup"]))
-        self.child = engine.cgroups.create_child(self.cg, "ssh-" + os.urandom(4).hex())
-        engine.store.run("UPDATE sandboxes SET last_activity=? WHERE id=?", engine.clock.now(), row["id"])
-
-    def procs(self) -> list:
-        return self.child.procs_files()
-
-    def start_pipes(self, argv: list, stdin: int | None, stdout: int | None, stderr: int | None) -> int:
-        return enter(self.pidfd, self.procs(), argv, dict(self.env), WORKDIR, stdio=(stdin, stdout, stderr))[0]
-
-    def start_pty(self, argv: list, term: str | None, rows: int, cols: int) -> tuple[int, int]:
-        env = dict(self.env)
-        if term:
-            env["TERM"] = term
-        return enter(self.pidfd, self.procs(), argv, env, WORKDIR, pty=(rows, cols))
-
-    def touch(self) -> None:
-        try:
-            self.engine.store.run("UPDATE sandboxes SET last_activity=? WHERE id=?", self.engine.clock.now(),
-                                  self.sandbox_id)
-        except Exception:  # noqa: BLE001
-            pass
-
-    def close(self) -> None:
-        try:
-            os.close(self.pidfd)
-        except OSError:
-            pass
-        try:
-            if not self.engine.cgroups.populated(self.child):
-                self.engine.cgroups.remove(self.child)
-        except Exception:  # noqa: BLE001 - removed with the sandbox at the latest
-            pass
-
-
-# `cloud ssh`: the direct attach -----------------------------------------------------------------------
-def attach_main(argv: list) -> int:
-    """``attach <state_dir> <sandbox_id> [-- command]``: a shell (PTY when stdin is a terminal) or
-    one command in the sandbox; returns its exit code."""
-    if len(argv) < 2:
-        print("usage: python -m localsb.engine.sshgw attach <state-dir> <sandbox-id> [-- command]", file=sys.stderr)
-        return 2
-    state_dir, sandbox_id = argv[0], argv[1]
-    rest = argv[2:]
-    if rest[:1] == ["--"]:
-        rest = rest[1:]
-    command = " ".join(rest) if rest else None
-    from .engine import Engine
-    engine = Engine(state_dir, repair=False)
-    try:
-        session = Session(engine, sandbox_id)
-    except E.LocalsbError as e:
-        print(f"localsb: {e.message}", file=sys.stderr)
-        return 4 if isinstance(e, E.NotFound) else 1
-    try:
-        tty = os.isatty(0) and os.isatty(1)
-        if command is not None or not tty:
-            waiter = session.start_pipes(command_argv(command) if command is not None else SHELL, 0, 1, 2)
-            return _exit_code(_wait_quiet(waiter))
-        return _attach_tty(session)
-    finally:
-        session.close()
-
-
-def _wait_quiet(pid: int):
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C goes to the command, not to us
-    try:
-        return _reap(pid)
-    finally:
-        signal.signal(signal.SIGINT, old)
-
-
-def _exit_code(status) -> int:
-    return spawn.status_to_exit_code(status)
-
-
-def _attach_tty(session: Session) -> int:
-    import select
-    import termios
-    import tty
-    size = fcntl.ioctl(0, TIOCGWINSZ, b"\0" * 8)
-    rows, cols = struct.unpack("HHHH", size)[:2]
-    term = os.environ.get("TERM", "xterm")
-    waiter, master = session.start_pty(SHELL, term, rows, cols)
-    saved = termios.tcgetattr(0)
-    resized = []
-    old_winch = signal.signal(signal.SIGWINCH, lambda *_: resized.append(1))
-    tty.setraw(0)
-    status = None
-    last_touch = time.monotonic()
-    try:
-        while True:
-            if resized:
-                resized.clear()
-                r, c = struct.unpack("HHHH", fcntl.ioctl(0, TIOCGWINSZ, b"\0" * 8))[:2]
-                set_winsize(master, r, c)
-            try:
-                ready, _, _ = select.select([0, master], [], [], 1.0)
-            except InterruptedError:
-                continue
-            if master in ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:
-                    data = b""
-                if not data:
-                    break
-                _write_all(1, data)
-            if 0 in ready:
-                data = os.read(0, 65536)
-                if data:
-                    _write_all(master, data)
-            if time.monotonic() - last_touch > 10:
-                last_touch = time.monotonic()
-                session.touch()
-            if status is None:
-                pid, st = os.waitpid(waiter, os.WNOHANG)
-                if pid:
-                    status = st
-                    # drain what the shell wrote last, then end even if a background job keeps the tty
-                    while select.select([master], [], [], 0.05)[0]:
-                        try:
-                            data = os.read(master, 65536)
-                        except OSError:
-                            break
-                        if not data:
-                            break
-                        _write_all(1, data)
-                    break
-    finally:
-        termios.tcsetattr(0, termios.TCSADRAIN, saved)
-        signal.signal(signal.SIGWINCH, old_winch)
-        os.close(master)
-    if status is None:
-        status = _reap(waiter)
-    return _exit_code(status)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    while data:
-        n = os.write(fd, data)
-        data = data[n:]
+from .context import Context
+from .sshkeys import registered_blobs, ssh_gateway
+from .sshsession import SFTP_SERVER, SHELL, Session, command_argv, exit_code, set_winsize
 
 
 # the SSH gateway process ----------------------------------------------------------------------------
@@ -473,10 +45,9 @@ def host_key_path(state_dir: str) -> str:
 
 class SshGateway:
     def __init__(self, state_dir: str, sock: socket.socket):
-        from .engine import Engine
         self.state_dir = state_dir
         self.sock = sock
-        self.engine = Engine(state_dir, repair=False)
+        self.ctx = Context(state_dir)
         self.daemon = ssh_gateway(state_dir)
 
     def _host_key(self):
@@ -528,7 +99,7 @@ class SshGateway:
         while True:
             await asyncio.sleep(1.0)
             try:
-                self.daemon.exit_if_unneeded(self.engine.store, acceptor.close)
+                self.daemon.exit_if_unneeded(self.ctx.store, acceptor.close)
             except Exception as e:  # noqa: BLE001
                 print(f"sshgw: {e}", file=sys.stderr)
 
@@ -598,7 +169,7 @@ def _session_class():
         async def run(self):
             username = self.chan.get_extra_info("username") or ""
             try:
-                self.session = Session(self.gateway.engine, username)
+                self.session = Session(self.gateway.ctx, username)
             except E.LocalsbError as e:
                 self._fail(f"localsb: {e.message}")
                 return
@@ -645,7 +216,7 @@ def _session_class():
                     except asyncio.TimeoutError:
                         pass  # a background process keeps the output open: end like sshd does
                 self._drain_outputs()
-                self.chan.exit(_exit_code(status))
+                self.chan.exit(exit_code(status))
             except Exception as e:  # noqa: BLE001
                 self._fail(f"localsb: {e}")
             finally:
@@ -799,10 +370,10 @@ async def _wait_pid(loop, pid, session):
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["attach"]:
+        from .sshattach import attach_main
         sys.exit(attach_main(sys.argv[2:]))
     print("usage: python -m localsb.engine.sshgw attach <state-dir> <sandbox-id> [-- command]", file=sys.stderr)
     sys.exit(2)
 
 
-__all__ = ["key_add", "key_list", "key_remove", "keys_registered", "fingerprint", "parse_public_keys",
-           "ssh_gateway", "SshGateway", "Session", "enter", "attach_main", "main"]
+__all__ = ["SshGateway", "host_key_path", "main"]

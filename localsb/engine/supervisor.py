@@ -1,3 +1,4 @@
+# long: to be split along its seams (request loop, execution running, idle timer), issue 15
 """The per-sandbox supervisor: one host-side process per live interactive sandbox.
 
 It is the parent of the sandbox's init (through the keeper), and owns what must outlive a CLI
@@ -24,43 +25,15 @@ from localsb.api.models import new_id
 from localsb.api.units import parse_duration
 
 
+from .common import command_env, teardown
+from .context import Context
 from .output import mark_done, out_paths, pump
 from .store import dumps, loads
 
 GRACE_TERM = 5.0  # seconds between SIGTERM and SIGKILL for job destroy
 
 
-# client side ------------------------------------------------------------------------------------
-def call(sock_path: str, msg: dict, fds=(), timeout=None) -> dict:
-    """Send one request and wait for its answer; raise the error the supervisor reported."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        try:
-            s.connect(sock_path)
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise E.SandboxTerminated(os.path.basename(sock_path)[:-5], "failed") from None
-        if timeout:
-            s.settimeout(timeout)
-        data = (json.dumps(msg) + "\n").encode()
-        if fds:
-            socket.send_fds(s, [data], list(fds))
-        else:
-            s.sendall(data)
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                raise E.HostError("the sandbox supervisor closed the connection without answering")
-            buf += chunk
-    finally:
-        s.close()
-    reply = json.loads(buf)
-    if reply.get("ok"):
-        return reply.get("result") or {}
-    raise E.from_code(reply.get("code"), reply.get("message") or "supervisor error")
-
-
-def launch(engine, sandbox_id: str, root: str, cg, range_fd: int | None = None,
+def launch(ctx, sandbox_id: str, root: str, cg, range_fd: int | None = None,
            userns_fd: int | None = None) -> tuple[int, int]:
     """Start the supervisor (double fork, new session, then a fresh interpreter) and wait until the
     sandbox's init is up. Returns (supervisor pid, init pid).
@@ -79,13 +52,13 @@ def launch(engine, sandbox_id: str, root: str, cg, range_fd: int | None = None,
     if threading.active_count() == 1:
         from .store import Store
         Store.close_all()  # connections reopen on their next use, in each thread
-        return _start_detached(lambda w: _supervisor_main(engine.state_dir, sandbox_id, root, cg.to_dict(), w, *fds))
+        return _start_detached(lambda w: _supervisor_main(ctx.state_dir, sandbox_id, root, cg.to_dict(), w, *fds))
     # imported before the fork: another thread may hold the import lock
     from localsb.linux.spawn import close_fds
     from .interp import fresh_python
 
     def exec_fresh(w):
-        args, env = fresh_python("localsb.engine.supervisor", engine.state_dir, sandbox_id, root,
+        args, env = fresh_python("localsb.engine.supervisor", ctx.state_dir, sandbox_id, root,
                                  json.dumps(cg.to_dict()), str(w), str(fds[0]), str(fds[1]))
         close_fds({w, *keep})
         for fd in (w, *keep):
@@ -181,10 +154,9 @@ def _supervisor_main(state_dir, sandbox_id, root, cg_dict, report_fd, range_fd=-
 
 class Supervisor:
     def __init__(self, state_dir, sandbox_id, root, cg_dict):
-        from localsb.engine.engine import Engine
         from localsb.linux.cgroups import SandboxCgroup
-        self.engine = Engine(state_dir, repair=False)
-        self.store = self.engine.store
+        self.ctx = Context(state_dir)
+        self.store = self.ctx.store
         self.sandbox_id = sandbox_id
         self.root = root
         self.cg = SandboxCgroup.from_dict(cg_dict)
@@ -226,8 +198,8 @@ class Supervisor:
             if self.spec.get("network"):
                 # before OK: nothing runs in the sandbox until its link, routes and egress are up
                 from .network import attach_pid
-                attach_pid(self.engine, self.sandbox_id, self.started.init_pid, self.root)
-            path = self.engine.sock_path(self.sandbox_id)
+                attach_pid(self.ctx, self.sandbox_id, self.started.init_pid, self.root)
+            path = self.ctx.sock_path(self.sandbox_id)
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -276,7 +248,7 @@ class Supervisor:
             row = self.store.one("SELECT status, last_activity, paused_at FROM sandboxes WHERE id=?", self.sandbox_id)
             if row is None or row["status"] in ("deleted", "terminated", "failed", "stopping"):
                 continue
-            now = self.engine.clock.now()
+            now = self.ctx.clock.now()
             busy = self.current is not None or any(j.get("running") for j in self.jobs.values())
             if idle and row["status"] == "idle" and not busy and now - row["last_activity"] >= idle:
                 self._shutdown("terminated", reason="idle timeout")
@@ -294,7 +266,7 @@ class Supervisor:
         self._drop_ready()
         self.store.run("UPDATE sandboxes SET status='stopping' WHERE id=? AND status NOT IN ('deleted')",
                        self.sandbox_id)
-        self.engine._teardown(self.sandbox_id, final=final, reason=reason, error=error)
+        teardown(self.ctx, self.sandbox_id, final=final, reason=reason, error=error)
         try:
             self.sock.close()
         except OSError:
@@ -356,7 +328,7 @@ class Supervisor:
                     return ready[0].launch(proc), ready[1]
                 except OSError:     # socket.timeout is one
                     self._discard(ready)
-            cg = self.engine.cgroups.create_child(self.cg, cg_name)
+            cg = self.ctx.cgroups.create_child(self.cg, cg_name)
             try:
                 return spawn.enter(self.pidfd, cg.procs_files(), proc), cg
             except BaseException:
@@ -376,7 +348,7 @@ class Supervisor:
                 return
             self._ready_n += 1
             try:
-                cg = self.engine.cgroups.create_child(self.cg, f"proc-{self._ready_n}")
+                cg = self.ctx.cgroups.create_child(self.cg, f"proc-{self._ready_n}")
             except Exception as e:  # noqa: BLE001 - the next command forks its own waiter
                 print(f"localsb: no waiter forked ahead: {e}", file=sys.stderr)
                 return
@@ -409,7 +381,7 @@ class Supervisor:
 
     def _remove_cgroup(self, cg) -> None:
         try:
-            self.engine.cgroups.remove(cg)
+            self.ctx.cgroups.remove(cg)
         except Exception:  # noqa: BLE001 - the sandbox's teardown removes it with the rest
             pass
 
@@ -423,7 +395,7 @@ class Supervisor:
         with self.lock:
             self.stopping = True
         self._drop_ready()
-        self.engine._teardown(self.sandbox_id, final="terminated", reason=msg.get("reason") or "deleted")
+        teardown(self.ctx, self.sandbox_id, final="terminated", reason=msg.get("reason") or "deleted")
         return {}
 
     def _reserve(self):
@@ -469,7 +441,7 @@ class Supervisor:
                                                     dumps(command), t0, t0, seq))
             c.execute("UPDATE sandboxes SET status=CASE WHEN status='idle' THEN 'running' ELSE status END, "
                       "executions=executions+1, updated_at=?, last_activity=? WHERE id=?",
-                      (t0, self.engine.clock.now(), self.sandbox_id))
+                      (t0, self.ctx.clock.now(), self.sandbox_id))
 
     def _run_exec(self, exec_id, seq, msg, out_fd, err_fd, stdin_data, t0=None):
         from localsb.linux import spawn
@@ -480,11 +452,11 @@ class Supervisor:
             if t0 is None:
                 t0 = time.time()
                 self._record_start(exec_id, seq, command, t0)
-            env = self.engine._command_env(self.sandbox_id, loads(self.store.one(
+            env = command_env(self.sandbox_id, loads(self.store.one(
                 "SELECT env FROM sandboxes WHERE id=?", self.sandbox_id)["env"], {}))
             timeout = parse_duration(msg["timeout"]) if msg.get("timeout") else \
                 (parse_duration(self.spec["execution_timeout"]) if self.spec.get("execution_timeout") else None)
-            so, se, done = out_paths(self.engine.out_dir(), exec_id)
+            so, se, done = out_paths(self.ctx.out_dir(), exec_id)
             o_r, o_w = os.pipe2(os.O_CLOEXEC)
             e_r, e_w = os.pipe2(os.O_CLOEXEC)
             in_r = in_w = None
@@ -505,7 +477,7 @@ class Supervisor:
             def check_deadline():
                 if deadline and not state["timed_out"] and time.monotonic() >= deadline:
                     state["timed_out"] = True
-                    self.engine.cgroups.kill(child_cg)
+                    self.ctx.cgroups.kill(child_cg)
 
             def exited():
                 if state["status"] is None:
@@ -540,13 +512,13 @@ class Supervisor:
                                                            int(res["truncated"]), exec_id))
                 c.execute("UPDATE sandboxes SET status=CASE WHEN status='running' THEN 'idle' ELSE status END, "
                           "updated_at=?, last_activity=?, exit_code=? WHERE id=?",
-                          (t1, self.engine.clock.now(), code, self.sandbox_id))
+                          (t1, self.ctx.clock.now(), code, self.sandbox_id))
             mark_done(done)
             # Processes the command left in the background (nohup server &) keep running in their
             # sub-cgroup; it goes with the sandbox. An empty one is removed now.
             try:
-                if not self.engine.cgroups.populated(child_cg):
-                    self.engine.cgroups.remove(child_cg)
+                if not self.ctx.cgroups.populated(child_cg):
+                    self.ctx.cgroups.remove(child_cg)
             except Exception:
                 pass
             info = render.execution_info(self.store.one("SELECT * FROM executions WHERE id=?", exec_id))
@@ -558,7 +530,7 @@ class Supervisor:
                            time.time(), exec_id)
             self.store.run("UPDATE sandboxes SET status=CASE WHEN status='running' THEN 'idle' ELSE status END "
                            "WHERE id=?", self.sandbox_id)
-            mark_done(out_paths(self.engine.out_dir(), exec_id)[2])
+            mark_done(out_paths(self.ctx.out_dir(), exec_id)[2])
             raise
         finally:
             for fd in (out_fd, err_fd):
@@ -584,7 +556,7 @@ class Supervisor:
                 return
             self.stopping = True
         self._drop_ready()
-        self.engine._teardown(self.sandbox_id, final="terminated", exit_code=info.get("exitCode"),
+        teardown(self.ctx, self.sandbox_id, final="terminated", exit_code=info.get("exitCode"),
                               reason=reason, error=info.get("error"))
         os._exit(0)
 
@@ -592,7 +564,7 @@ class Supervisor:
 
     def _oom_delta(self) -> int:
         try:
-            n = int(self.engine.cgroups.stats(self.cg).get("oom_kills") or 0)
+            n = int(self.ctx.cgroups.stats(self.cg).get("oom_kills") or 0)
         except Exception:
             return 0
         delta = n - self._oom_seen
@@ -609,10 +581,10 @@ class Supervisor:
             seq = c.execute("SELECT COUNT(*) FROM jobs WHERE sandbox_id=?", (self.sandbox_id,)).fetchone()[0] + 1
             c.execute("INSERT INTO jobs (id,sandbox_id,org_id,command,status,started_at,created_at,seq) VALUES "
                       "(?,?,?,?,?,?,?,?)", (job_id, self.sandbox_id, self.org_id, dumps(command), "running", t0, t0, seq))
-            c.execute("UPDATE sandboxes SET last_activity=? WHERE id=?", (self.engine.clock.now(), self.sandbox_id))
-        env = self.engine._command_env(self.sandbox_id, loads(self.store.one(
+            c.execute("UPDATE sandboxes SET last_activity=? WHERE id=?", (self.ctx.clock.now(), self.sandbox_id))
+        env = command_env(self.sandbox_id, loads(self.store.one(
             "SELECT env FROM sandboxes WHERE id=?", self.sandbox_id)["env"], {}))
-        so, se, done = out_paths(self.engine.out_dir(), job_id)
+        so, se, done = out_paths(self.ctx.out_dir(), job_id)
         o_r, o_w = os.pipe2(os.O_CLOEXEC)
         e_r, e_w = os.pipe2(os.O_CLOEXEC)
         try:
@@ -653,11 +625,11 @@ class Supervisor:
             status = "completed" if code == 0 else "failed"
         t1 = time.time()
         self.store.run("UPDATE jobs SET status=?, exit_code=?, completed_at=? WHERE id=?", status, code, t1, job_id)
-        self.store.run("UPDATE sandboxes SET last_activity=? WHERE id=?", self.engine.clock.now(), self.sandbox_id)
+        self.store.run("UPDATE sandboxes SET last_activity=? WHERE id=?", self.ctx.clock.now(), self.sandbox_id)
         mark_done(done)
         job["running"] = False
         try:
-            self.engine.cgroups.remove(job["cg"])
+            self.ctx.cgroups.remove(job["cg"])
         except Exception:
             pass
 
@@ -672,7 +644,7 @@ class Supervisor:
             return render.job_info(row)
         job["cancelled"] = True
         if not msg.get("force"):
-            for pid in self.engine.cgroups.pids(job["cg"]):
+            for pid in self.ctx.cgroups.pids(job["cg"]):
                 if pid != job["waiter"]:
                     try:
                         os.kill(pid, signal.SIGTERM)
@@ -682,7 +654,7 @@ class Supervisor:
             while job["running"] and time.monotonic() < deadline:
                 time.sleep(0.02)
         if job["running"]:
-            self.engine.cgroups.kill(job["cg"])
+            self.ctx.cgroups.kill(job["cg"])
         deadline = time.monotonic() + 5
         while job["running"] and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -778,8 +750,8 @@ def _restore_volume(sup: "Supervisor", msg, fds):
         sup._drop_ready()    # it entered the namespaces of the init about to go
         if sup.spec.get("network"):
             from .network import bank_egress
-            bank_egress(sup.engine, sup.sandbox_id)   # the old link goes with the old init
-        cgd = sup.engine.cgroups
+            bank_egress(sup.ctx, sup.sandbox_id)   # the old link goes with the old init
+        cgd = sup.ctx.cgroups
         cgd.kill(sup.cg)
         try:
             cgd.thaw(sup.cg)
@@ -795,19 +767,19 @@ def _restore_volume(sup: "Supervisor", msg, fds):
         row = sup.store.one("SELECT * FROM sandboxes WHERE id=?", sup.sandbox_id)
         volume = row["volume"]
         rootfs.unmount_tree(os.path.join(volume, "root"))
-        retired = _retire_volume(sup.engine.pool, volume)
-        sup.engine.pool.snapshot(msg["volume"], volume, read_only=False)
+        retired = _retire_volume(sup.ctx.pool, volume)
+        sup.ctx.pool.snapshot(msg["volume"], volume, read_only=False)
         rootfs.mount_root(volume, sup.userns_fd)
         sup.started = spawn.start(sup._root_spec(), sup.cg.procs_files())
         os.close(sup.started.status_fd)
         sup.pidfd = os.pidfd_open(sup.started.init_pid)
         if sup.spec.get("network"):
             from .network import reattach  # the new init has a new netns: link it anew
-            reattach(sup.engine, sup.sandbox_id, sup.started.init_pid, sup.root)
+            reattach(sup.ctx, sup.sandbox_id, sup.started.init_pid, sup.root)
         sup.store.run("UPDATE sandboxes SET init_pid=?, status='idle', paused_at=NULL, updated_at=?, last_activity=? "
-                      "WHERE id=?", sup.started.init_pid, time.time(), sup.engine.clock.now(), sup.sandbox_id)
+                      "WHERE id=?", sup.started.init_pid, time.time(), sup.ctx.clock.now(), sup.sandbox_id)
         if retired:
-            _delete_retired(sup.engine.pool, retired)
+            _delete_retired(sup.ctx.pool, retired)
         return {}
     finally:
         with sup.lock:

@@ -1,3 +1,4 @@
+# long: every openat2 walk of a sandbox's tree in one place, so that none escapes review
 """Race-free access to a sandbox's root filesystem from the host.
 
 A sandbox's processes own everything below its root directory: they may plant symlinks to host

@@ -1,3 +1,4 @@
+# long: the namespace entry sequence (keeper, PID 1, waiters) reads in order, one file
 """Start processes in new namespaces, and enter them.
 
 ``start`` forks a keeper that joins the sandbox's cgroups and its user namespace (root inside is

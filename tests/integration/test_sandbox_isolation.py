@@ -109,7 +109,7 @@ def test_cpu_limit_caps_cpu_time(engine):
 
 
 def test_pids_limit_contains_a_fork_bomb(engine, monkeypatch):
-    import localsb.engine.engine as eng_mod
+    import localsb.engine.common as eng_mod
     monkeypatch.setattr(eng_mod, "DEFAULT_PIDS", 32)
     code = ("import os\nok = 0\nfor i in range(200):\n    try:\n        pid = os.fork()\n"
             "    except OSError:\n        continue\n    if pid == 0:\n        import time; time.sleep(3); os._exit(0)\n"

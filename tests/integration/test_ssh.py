@@ -16,7 +16,7 @@ import pytest
 
 from localsb.api import errors as E
 from localsb.api.specs import CreateSpec
-from localsb.engine.sshgw import fingerprint, parse_public_keys, ssh_gateway
+from localsb.engine.sshkeys import fingerprint, parse_public_keys, ssh_gateway
 from localsb.engine.store import process_alive
 
 pytestmark = [pytest.mark.timeout(180),

@@ -229,7 +229,7 @@ def test_disk_limit_holds(engine):
 
 def test_default_limits_apply_without_flags(engine):
     """No flags: memory, pids and disk are limited all the same (the cgroup files and the qgroup)."""
-    from localsb.engine.engine import default_limits
+    from localsb.engine.common import default_limits
     from localsb.api.units import parse_size
     sid = engine.sandbox_create(CreateSpec(mode="interactive"))["sandboxId"]
     try:

@@ -10,7 +10,7 @@ import pytest
 from localsb.api import errors as E
 from localsb.engine import network
 from localsb.engine.gateway import HttpGateway, http_gateway
-from localsb.engine.sshgw import fingerprint, parse_public_keys
+from localsb.engine.sshkeys import fingerprint, parse_public_keys
 from localsb.engine.store import Store
 
 ED25519 = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBDg8SRh+BHaj+qa2qef9tp5PY9ELQUH0Dmtcf0wHpqe vector@test")

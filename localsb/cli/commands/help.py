@@ -17,10 +17,8 @@ def register(sub):
 
 
 def help_(ctx):
-    from ..main import build_parser
-
     words = ctx.args.words
-    parser = build_parser(lazy=True)
+    parser = ctx.args._root      # the command tree this command line was parsed with (main.build_parser)
     for i, word in enumerate(words):
         child = tree.subcommand(parser, word)
         if child is None:
