@@ -1,13 +1,44 @@
 """Capability sets of the processes that stand between the host and a sandbox (PID 1, waiters).
 
 capset(2) for the effective, permitted and inheritable sets; prctl(2) PR_CAPBSET_DROP for the
-bounding set. The sandbox's commands get theirs from security.harden().
+bounding set. KEEP_CAPS is what a sandboxed command keeps (security.harden applies it).
 """
 from __future__ import annotations
 
 import ctypes
 
-from . import security, syscalls
+from . import syscalls
+
+# Docker's default set minus CAP_MKNOD (device nodes are useless behind the devices cgroup) and
+# CAP_NET_RAW (no raw sockets needed; ping is not a feature). Keeps apt-get/dpkg working as root.
+KEEP_CAPS = {
+    0,   # CAP_CHOWN
+    1,   # CAP_DAC_OVERRIDE
+    3,   # CAP_FOWNER
+    4,   # CAP_FSETID
+    5,   # CAP_KILL
+    6,   # CAP_SETGID
+    7,   # CAP_SETUID
+    8,   # CAP_SETPCAP
+    10,  # CAP_NET_BIND_SERVICE
+    18,  # CAP_SYS_CHROOT
+    29,  # CAP_AUDIT_WRITE
+    31,  # CAP_SETFCAP
+}
+
+_last_cap = None
+
+
+def last_cap() -> int:
+    """/proc/sys/kernel/cap_last_cap (read once)."""
+    global _last_cap
+    if _last_cap is None:
+        try:
+            with open("/proc/sys/kernel/cap_last_cap") as fh:
+                _last_cap = int(fh.read())
+        except OSError:
+            _last_cap = 40
+    return _last_cap
 
 
 class _CapHeader(ctypes.Structure):
@@ -35,33 +66,40 @@ def capset(mask: int) -> None:
 
 def keep_mask() -> int:
     mask = 0
-    for cap in security.KEEP_CAPS:
+    for cap in KEEP_CAPS:
         mask |= 1 << cap
     return mask
 
 
-def limit_capabilities() -> None:
-    """Drop from the bounding set and from capset(2) everything a sandboxed command would not get."""
-    for cap in range(security.last_cap() + 1):
-        if cap not in security.KEEP_CAPS:
+def _restrict(keep: set) -> None:
+    """prctl(PR_CAPBSET_DROP) every capability not in ``keep`` (EINVAL: past this kernel's last),
+    clear the ambient set, capset(2) to ``keep``."""
+    import errno
+    for cap in range(last_cap() + 1):
+        if cap not in keep:
             try:
                 syscalls.prctl(syscalls.PR_CAPBSET_DROP, cap)
-            except OSError:
-                pass
-    capset(keep_mask())
-
-
-def drop_all() -> None:
-    """Not dumpable, empty bounding and ambient sets, no capability left (PID 1 after setup, a
-    waiter once its command is forked)."""
-    syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
-    for cap in range(security.last_cap() + 1):
-        try:
-            syscalls.prctl(syscalls.PR_CAPBSET_DROP, cap)
-        except OSError:
-            pass
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
     try:
         syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
     except OSError:
         pass
-    capset(0)
+    mask = 0
+    for cap in keep:
+        mask |= 1 << cap
+    capset(mask)
+
+
+def limit_capabilities() -> None:
+    """Keep only what a sandboxed command gets (KEEP_CAPS): its own harden(), and a waiter
+    forked ahead while it waits for its command."""
+    _restrict(KEEP_CAPS)
+
+
+def drop_all() -> None:
+    """Not dumpable and no capability left in any set (PID 1 after setup, the keeper after forking
+    PID 1, a waiter once its command is forked)."""
+    syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
+    _restrict(set())

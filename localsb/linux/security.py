@@ -1,6 +1,6 @@
 """What makes the sandbox's root not the host's root.
 
-A reduced capability bounding set (prctl PR_CAPBSET_DROP), no_new_privs, and a seccomp allowlist
+Capabilities limited to caps.KEEP_CAPS (caps.py), no_new_privs, and a seccomp allowlist
 modelled on Docker's default profile: libseccomp (through pyseccomp) compiles it to BPF once per
 policy and libseccomp version (cached under CACHE_DIR), the parent reads it once (``prepare``), and
 each sandboxed command loads it just before exec (``harden``: prctl PR_SET_SECCOMP). The devices
@@ -13,24 +13,8 @@ import errno
 import os
 import stat
 
-from . import syscalls
+from . import caps, syscalls
 
-# Docker's default set minus CAP_MKNOD (device nodes are useless behind the devices cgroup) and
-# CAP_NET_RAW (no raw sockets needed; ping is not a feature). Keeps apt-get/dpkg working as root.
-KEEP_CAPS = {
-    0,   # CAP_CHOWN
-    1,   # CAP_DAC_OVERRIDE
-    3,   # CAP_FOWNER
-    4,   # CAP_FSETID
-    5,   # CAP_KILL
-    6,   # CAP_SETGID
-    7,   # CAP_SETUID
-    8,   # CAP_SETPCAP
-    10,  # CAP_NET_BIND_SERVICE
-    18,  # CAP_SYS_CHROOT
-    29,  # CAP_AUDIT_WRITE
-    31,  # CAP_SETFCAP
-}
 
 # --- the seccomp policy ---------------------------------------------------------------------------
 #
@@ -167,7 +151,6 @@ BPF_MAXINSNS = 4096
 # root owns it and its directory and no one else can write them.
 CACHE_DIR = "/run/localsb/seccomp"
 
-_last_cap = None
 _prepared = False
 _filter = None        # the libseccomp filter, when this process built it
 _program = None       # the compiled BPF program (struct sock_fprog) that harden() loads
@@ -179,17 +162,6 @@ _rule_errors: list = []
 
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
-def last_cap() -> int:
-    global _last_cap
-    if _last_cap is None:
-        try:
-            with open("/proc/sys/kernel/cap_last_cap") as fh:
-                _last_cap = int(fh.read())
-        except OSError:
-            _last_cap = 40
-    return _last_cap
 
 
 def _policy(sc, arch: int):
@@ -420,46 +392,8 @@ def load_seccomp() -> None:
 
 
 def harden() -> None:
-    """In a child just before exec: drop capabilities from the bounding set, clear ambient caps,
-    set no_new_privs and load the seccomp allowlist prepared in the parent (load_seccomp)."""
-    for cap in range(last_cap() + 1):
-        if cap not in KEEP_CAPS:
-            try:
-                syscalls.prctl(syscalls.PR_CAPBSET_DROP, cap)
-            except OSError as e:
-                if e.errno != errno.EINVAL:
-                    raise
-    try:
-        syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
-    except OSError:
-        pass
-    _drop_effective()
+    """In a child just before exec: limit the bounding, ambient, effective and permitted sets to
+    KEEP_CAPS (caps.limit_capabilities), set no_new_privs and load the seccomp allowlist prepared
+    in the parent (load_seccomp)."""
+    caps.limit_capabilities()
     load_seccomp()
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
-
-
-def _drop_effective() -> None:
-    """capset(2): limit effective, permitted and inheritable sets to KEEP_CAPS (root keeps them
-    across exec only through the bounding set, but the current process must lose them too)."""
-    mask = 0
-    for cap in KEEP_CAPS:
-        mask |= 1 << cap
-    hdr = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
-    data = (_CapData * 2)()
-    for i in range(2):
-        word = (mask >> (32 * i)) & 0xFFFFFFFF
-        data[i].effective = word
-        data[i].permitted = word
-        data[i].inheritable = 0
-    rc = syscalls.libc.capset(ctypes.byref(hdr), data)
-    if rc != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, "capset failed")
