@@ -148,24 +148,7 @@ def make_userns(base: int, count: int = RANGE_SIZE) -> int:
     gid_map (setgroups stays allowed: a privileged writer, and apt, su and sshd call setgroups),
     open /proc/<child>/ns/user and let it go. The descriptor keeps the namespace alive: it serves
     as the idmap of mounts and as the namespace the sandbox's keeper joins."""
-    r, w = os.pipe2(os.O_CLOEXEC)
-    r2, w2 = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            os.close(w2)
-            ok = sc.libc.unshare(sc.CLONE_NEWUSER) == 0
-            os.write(w, b"k" if ok else b"e")
-            os.read(r2, 1)
-        finally:
-            os._exit(0)
-    os.close(w)
-    os.close(r2)
-    try:
-        if os.read(r, 1) != b"k":
-            raise OSError(errno.EPERM, "cannot create a user namespace on this host "
-                          f"(set {NO_USERNS_ENV}=1 to run sandboxes without one, unsafely)")
+    def setup(pid):
         line = f"0 {base} {count}\n".encode()
         for name in ("uid_map", "gid_map"):
             fd = os.open(f"/proc/{pid}/{name}", os.O_WRONLY)
@@ -174,6 +157,32 @@ def make_userns(base: int, count: int = RANGE_SIZE) -> int:
             finally:
                 os.close(fd)
         return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    return _in_throwaway_child(lambda: sc.libc.unshare(sc.CLONE_NEWUSER) == 0, setup,
+                               "cannot create a user namespace on this host "
+                               f"(set {NO_USERNS_ENV}=1 to run sandboxes without one, unsafely)")
+
+
+def _in_throwaway_child(enter, then, failure: str):
+    """fork(2) a child that runs ``enter()`` (namespace calls: True on success) and waits; call
+    ``then(child_pid)`` while it waits (write its maps, open its namespaces) and return that; the
+    child is released and reaped whatever happens. OSError(EPERM, ``failure``) if enter failed."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    r2, w2 = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.close(w2)
+            os.write(w, b"k" if enter() else b"e")
+            os.read(r2, 1)
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.close(r2)
+    try:
+        if os.read(r, 1) != b"k":
+            raise OSError(errno.EPERM, failure)
+        return then(pid)
     finally:
         os.close(w2)
         os.close(r)
@@ -301,25 +310,7 @@ def new_netns_in(userns_fd: int) -> int:
     """A network namespace owned by the user namespace ``userns_fd`` (so the sandbox's PID 1 may
     mount its sysfs and bring up its loopback); returns a descriptor of it. A throwaway child
     setns(2)s into the user namespace and unshare(2)s CLONE_NEWNET; we open /proc/<child>/ns/net."""
-    r, w = os.pipe2(os.O_CLOEXEC)
-    r2, w2 = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            os.close(w2)
-            ok = sc.libc.setns(userns_fd, sc.CLONE_NEWUSER) == 0 and sc.libc.unshare(sc.CLONE_NEWNET) == 0
-            os.write(w, b"k" if ok else b"e")
-            os.read(r2, 1)
-        finally:
-            os._exit(0)
-    os.close(w)
-    os.close(r2)
-    try:
-        if os.read(r, 1) != b"k":
-            raise OSError(errno.EPERM, "cannot create a network namespace in the sandbox's user namespace")
-        return os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        os.close(w2)
-        os.close(r)
-        os.waitpid(pid, 0)
+    return _in_throwaway_child(
+        lambda: sc.libc.setns(userns_fd, sc.CLONE_NEWUSER) == 0 and sc.libc.unshare(sc.CLONE_NEWNET) == 0,
+        lambda pid: os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC),
+        "cannot create a network namespace in the sandbox's user namespace")
