@@ -490,8 +490,15 @@ def _unbind(pool: str, force: bool) -> None:
     entry, parent = _mount_entry(real, with_parent=True)
     if entry is None or parent is None or entry.fstype != "btrfs" or entry.dev != parent.dev:
         return
+    _umount_pool(pool, real, force)
+
+
+def _umount_pool(pool: str, real: str, force: bool) -> bool:
+    """umount2(2) the pool; a busy one is an error unless ``force`` (then MNT_DETACH: it goes with
+    its last user). True when it was detached lazily."""
     try:
         overlay.umount(real)
+        return False
     except HostError as e:
         if e.details.get("errno") != errno.EBUSY:
             raise
@@ -499,6 +506,7 @@ def _unbind(pool: str, force: bool) -> None:
             raise HostError(f"the storage pool {pool} is busy (a sandbox or a shell still "
                             "uses it); stop its sandboxes first, or close it with force") from None
         overlay.umount(real, lazy=True)
+        return True
 
 
 def close_pool(state_dir: str, force: bool = False) -> None:
@@ -526,15 +534,7 @@ def close_pool(state_dir: str, force: bool = False) -> None:
             if backing is None or backing.removesuffix(" (deleted)") != os.path.realpath(image):
                 raise HostError(f"{pool} is mounted from {entry.source}, not from the pool image "
                                 f"{image}; leaving it")
-            try:
-                overlay.umount(real_pool)
-            except HostError as e:
-                if e.details.get("errno") != errno.EBUSY:
-                    raise
-                if not force:
-                    raise HostError(f"the storage pool {pool} is busy (a sandbox or a shell still "
-                                    "uses it); stop its sandboxes first, or close it with force") from None
-                overlay.umount(real_pool, lazy=True)
+            if _umount_pool(pool, real_pool, force):
                 return      # the loop device is autoclear: it goes with the last user
         left = loop.wait_released(image, 2.0)
         for dev in left:
